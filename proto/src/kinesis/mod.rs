@@ -6,6 +6,7 @@ pub mod hash;
 pub mod ids;
 pub mod iterator;
 pub mod limits;
+pub mod model;
 pub mod seqnum;
 
 pub use error::{ErrorKind, KinesisError, KinesisResult};
