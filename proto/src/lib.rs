@@ -7,3 +7,9 @@
 //!   plane) generated from `proto/*.proto`.
 
 pub mod kinesis;
+
+/// Internal gRPC messages and services (generated from `proto/spate.proto`).
+#[allow(clippy::all, missing_docs)]
+pub mod grpc {
+    tonic::include_proto!("spate.v1");
+}

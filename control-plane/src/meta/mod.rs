@@ -1,0 +1,27 @@
+//! The control-plane metadata group (group 0): streams, shards and their hash ranges,
+//! placement of shard replicas, the node registry and cluster secrets.
+//!
+//! * [`state`]: the pure state machine core — commands in, new state and a response out.
+//! * [`store`]: its openraft adapter, persisted in the node's RocksDB, publishing every new
+//!   state on a watch channel (the node's shard map).
+//! * [`handle`]: proposes commands through the current meta leader, from any node.
+
+pub mod handle;
+pub mod state;
+pub mod store;
+
+pub use handle::{MetaHandle, ProposeError};
+pub use state::{MetaCommand, MetaError, MetaResponse, MetaState};
+pub use store::{MetaStore, MetaView};
+
+openraft::declare_raft_types!(
+    /// Type config of the metadata group.
+    pub MetaTypeConfig:
+        D = MetaCommand,
+        R = MetaResponse,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+/// The metadata group's Raft handle.
+pub type MetaRaft = openraft::Raft<MetaTypeConfig, MetaStore>;

@@ -1,0 +1,78 @@
+//! The multi-group Raft runtime: storage, transport and the per-group plumbing shared by the
+//! metadata group and the shard groups. Generic over the openraft type config of a group.
+
+pub mod codec;
+pub mod db;
+pub mod flusher;
+pub mod log_store;
+pub mod network;
+pub mod registry;
+pub mod service;
+
+use std::sync::Arc;
+
+/// Identifies one Raft group on every node. Group 0 is the metadata group.
+pub type GroupId = u64;
+/// Identifies one Spate node (stable, e.g. the StatefulSet ordinal).
+pub type NodeId = u64;
+/// The group id of the control-plane metadata group.
+pub const META_GROUP: GroupId = 0;
+
+/// Snapshot payload type of every group: the serialized state, streamed in chunks.
+pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+
+/// Timing knobs of Raft groups, sized so that hundreds of groups per node stay cheap.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    /// Leader heartbeat interval, milliseconds.
+    pub heartbeat_ms: u64,
+    /// Election timeout lower bound, milliseconds.
+    pub election_min_ms: u64,
+    /// Election timeout upper bound, milliseconds.
+    pub election_max_ms: u64,
+    /// Snapshot the metadata group after this many log entries since the last one.
+    pub snapshot_logs: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        Self { heartbeat_ms: 250, election_min_ms: 1000, election_max_ms: 2000, snapshot_logs: 1_000 }
+    }
+}
+
+impl RaftTuning {
+    /// The openraft config for one group. Groups whose snapshot is the whole data set
+    /// (shards) pass `snapshots = false`: they catch up by log replay and their log is
+    /// purged only by retention.
+    pub fn config(
+        &self,
+        cluster_name: &str,
+        snapshots: bool,
+    ) -> Result<Arc<openraft::Config>, openraft::errors::ConfigError> {
+        let snapshot_policy = if snapshots {
+            openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs)
+        } else {
+            openraft::SnapshotPolicy::Never
+        };
+        let cfg = openraft::Config {
+            cluster_name: cluster_name.to_string(),
+            heartbeat_interval: self.heartbeat_ms,
+            election_timeout_min: self.election_min_ms,
+            election_timeout_max: self.election_max_ms,
+            enable_pre_vote: Some(true),
+            snapshot_policy,
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 256,
+            install_snapshot_timeout: 10_000,
+            send_snapshot_timeout: 30_000,
+            ..Default::default()
+        };
+        Ok(Arc::new(cfg.validate()?))
+    }
+}
+
+/// Turns any error into the `io::Error` openraft's storage traits speak.
+pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}

@@ -1,0 +1,127 @@
+//! Admin HTTP endpoints: `/health` (the process serves), `/ready` (member of a control plane
+//! with a leader, cluster bootstrapped), `/metrics` (Prometheus text) and `/v1/shards` (this
+//! node's replicas: leader, members, applied progress).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use spate_control_plane::meta::MetaHandle;
+use spate_proto::kinesis::ids::shard_id;
+use tokio::net::TcpListener;
+
+use crate::shard::manager::ShardManager;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub node_id: u64,
+    pub meta: MetaHandle,
+    pub shards: Arc<ShardManager>,
+}
+
+/// One hosted shard replica as `/v1/shards` shows it.
+#[derive(Debug, Serialize)]
+pub struct ShardView {
+    pub stream: String,
+    pub shard_id: String,
+    pub group: u64,
+    pub leader: Option<u64>,
+    pub members: Vec<u64>,
+    pub last_applied: u64,
+    pub next_ordinal: u64,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: AdminState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/v1/shards", get(shards))
+        .with_state(state);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+fn is_ready(st: &AdminState) -> bool {
+    let m = st.meta.raft().metrics().borrow().clone();
+    m.current_leader.is_some() && st.meta.view().state.secrets.is_some()
+}
+
+async fn ready(State(st): State<AdminState>) -> Response {
+    if is_ready(&st) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: control plane has no leader or is not bootstrapped").into_response()
+    }
+}
+
+fn shard_views(st: &AdminState) -> Vec<ShardView> {
+    let view = st.meta.view();
+    let mut out = Vec::new();
+    for stream in view.state.streams.values() {
+        for shard in &stream.shards {
+            if let Some(r) = st.shards.get(shard.group) {
+                let s = r.status();
+                out.push(ShardView {
+                    stream: stream.name.clone(),
+                    shard_id: shard_id(shard.index),
+                    group: shard.group,
+                    leader: s.leader,
+                    members: s.members,
+                    last_applied: s.last_applied,
+                    next_ordinal: s.next_ordinal,
+                });
+            }
+        }
+    }
+    out
+}
+
+async fn shards(State(st): State<AdminState>) -> Json<Vec<ShardView>> {
+    Json(shard_views(&st))
+}
+
+async fn metrics(State(st): State<AdminState>) -> Response {
+    let mut registry = Registry::with_prefix("spate");
+    let add = |reg: &mut Registry, name: &str, help: &str, v: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(v);
+        reg.register(name, help, g);
+    };
+    let views = shard_views(&st);
+    let view = st.meta.view();
+    let meta_m = st.meta.raft().metrics().borrow().clone();
+    add(&mut registry, "node_ready", "1 when the node is ready", is_ready(&st) as i64);
+    add(&mut registry, "meta_is_leader", "1 when this node leads the control plane", st.meta.raft().is_leader() as i64);
+    add(&mut registry, "meta_term", "Current term of the control-plane group", meta_m.current_term as i64);
+    add(&mut registry, "meta_applied_index", "Applied log index of the control-plane group", view.applied_index as i64);
+    add(&mut registry, "streams", "Streams in the shard map", view.state.streams.len() as i64);
+    add(&mut registry, "shard_replicas", "Shard replicas hosted on this node", views.len() as i64);
+    add(
+        &mut registry,
+        "shard_leaders",
+        "Shard groups this node leads",
+        views.iter().filter(|v| v.leader == Some(st.node_id)).count() as i64,
+    );
+    add(
+        &mut registry,
+        "shard_records",
+        "Records appended to the shards hosted here (sum of ordinals)",
+        views.iter().map(|v| v.next_ordinal.saturating_sub(1) as i64).sum(),
+    );
+    let mut body = String::new();
+    if encode(&mut body, &registry).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response();
+    }
+    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+}

@@ -1,0 +1,174 @@
+//! Node configuration: one TOML file per node, every key also settable from the environment
+//! as `SPATE_<SECTION>__<KEY>` (e.g. `SPATE_NODE__ID=2`). Unknown keys are errors.
+//! `docs/configuration.md` documents every key.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use spate_control_plane::raft::RaftTuning;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub node: NodeSection,
+    pub listen: ListenSection,
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub kinesis: KinesisSection,
+    #[serde(default)]
+    pub raft: RaftTuning,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Stable, unique node id (the StatefulSet ordinal on Kubernetes).
+    pub id: u64,
+    /// The availability zone this node stands in.
+    pub zone: String,
+    /// Where the node keeps its RocksDB.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    /// Kinesis HTTP API (HTTP/1.1 and h2c on one port).
+    pub api: String,
+    /// Internal gRPC (Raft, forwarding).
+    pub peer: String,
+    /// `/health`, `/ready`, `/metrics`, `/v1/shards`.
+    pub admin: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub id: u64,
+    pub zone: String,
+    /// The peer's internal gRPC address as other nodes dial it.
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The initial voters of the control plane (this node among them).
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KinesisSection {
+    pub region: String,
+    pub account_id: String,
+}
+
+impl Default for KinesisSection {
+    fn default() -> Self {
+        Self { region: "us-east-1".into(), account_id: "000000000000".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `path` (if given) overlaid with `SPATE_*` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::new();
+        if let Some(p) = path {
+            fig = fig.merge(Toml::file_exact(p));
+        }
+        fig = fig.merge(Env::prefixed("SPATE_").split("__"));
+        let cfg: Config = fig.extract().map_err(Box::new)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks cross-field rules.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster.peers.is_empty() {
+            return Err(ConfigError::Invalid("cluster.peers must list the control-plane voters".into()));
+        }
+        if !self.cluster.peers.iter().any(|p| p.id == self.node.id) {
+            return Err(ConfigError::Invalid(format!("node.id {} is not in cluster.peers", self.node.id)));
+        }
+        let mut ids: Vec<u64> = self.cluster.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.cluster.peers.len() {
+            return Err(ConfigError::Invalid("cluster.peers has duplicate ids".into()));
+        }
+        if self.kinesis.account_id.len() != 12 || !self.kinesis.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::Invalid("kinesis.account_id must be 12 digits".into()));
+        }
+        if self.raft.election_min_ms <= self.raft.heartbeat_ms || self.raft.election_max_ms <= self.raft.election_min_ms {
+            return Err(ConfigError::Invalid(
+                "raft: need heartbeat_ms < election_min_ms < election_max_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address other nodes dial to reach this node.
+    pub fn advertised_peer(&self) -> &str {
+        self.cluster.peers.iter().find(|p| p.id == self.node.id).map(|p| p.addr.as_str()).unwrap_or("")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+[node]
+id = 1
+zone = "az-b"
+data_dir = "/tmp/x"
+[listen]
+api = "127.0.0.1:4567"
+peer = "127.0.0.1:7401"
+admin = "127.0.0.1:9401"
+[cluster]
+peers = [
+  { id = 0, zone = "az-a", addr = "127.0.0.1:7400" },
+  { id = 1, zone = "az-b", addr = "127.0.0.1:7401" },
+  { id = 2, zone = "az-c", addr = "127.0.0.1:7402" },
+]
+"#;
+
+    #[test]
+    fn loads_file_and_env_overrides() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("n.toml", SAMPLE)?;
+            jail.set_env("SPATE_KINESIS__REGION", "eu-west-1");
+            jail.set_env("SPATE_RAFT__HEARTBEAT_MS", "100");
+            let cfg = Config::load(Some(Path::new("n.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.node.id, 1);
+            assert_eq!(cfg.kinesis.region, "eu-west-1");
+            assert_eq!(cfg.kinesis.account_id, "000000000000");
+            assert_eq!(cfg.raft.heartbeat_ms, 100);
+            assert_eq!(cfg.advertised_peer(), "127.0.0.1:7401");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_values() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", &format!("{SAMPLE}\n[node2]\nx = 1\n"))?;
+            assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
+            jail.create_file("bad2.toml", &SAMPLE.replace("id = 1\n", "id = 7\n"))?;
+            assert!(Config::load(Some(Path::new("bad2.toml"))).is_err());
+            Ok(())
+        });
+    }
+}

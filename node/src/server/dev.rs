@@ -1,0 +1,45 @@
+//! `spate dev`: a local 3-node, 3-zone cluster in one process. Every node has its own
+//! RocksDB and talks to the others over real gRPC on loopback. Ports derive from `--port`
+//! (P): Kinesis API on P, P+1, P+2; admin on P+10..P+12; peers on P+20..P+22 — fixed, so a
+//! restart on the same data directory finds its cluster again.
+
+use std::path::{Path, PathBuf};
+
+use spate_control_plane::raft::RaftTuning;
+
+use super::config::{ClusterSection, Config, KinesisSection, ListenSection, NodeSection, PeerConfig};
+
+pub const ZONES: [&str; 3] = ["az-a", "az-b", "az-c"];
+
+/// The configurations of the three dev nodes.
+pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
+    let peer = |i: u16| format!("{bind}:{}", port + 20 + i);
+    let peers: Vec<PeerConfig> =
+        (0..3u16).map(|i| PeerConfig { id: i as u64, zone: ZONES[i as usize].into(), addr: peer(i) }).collect();
+    (0..3u16)
+        .map(|i| Config {
+            node: NodeSection {
+                id: i as u64,
+                zone: ZONES[i as usize].into(),
+                data_dir: data_dir.join(format!("node{i}")),
+            },
+            listen: ListenSection {
+                api: format!("{bind}:{}", port + i),
+                peer: peer(i),
+                admin: format!("{bind}:{}", port + 10 + i),
+            },
+            cluster: ClusterSection { peers: peers.clone() },
+            kinesis: KinesisSection::default(),
+            raft: RaftTuning::default(),
+        })
+        .collect()
+}
+
+/// Default data directory of `spate dev`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("spate/dev")
+}

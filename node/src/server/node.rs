@@ -1,0 +1,174 @@
+//! Starts one Spate node: its RocksDB and group-commit flusher, the peer gRPC server, the
+//! metadata group (initialised once by the lowest-id peer), the shard manager following the
+//! shard map, the control loops, the Kinesis API and the admin endpoints. Stops them in
+//! reverse order on shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use rand::RngCore;
+use spate_control_plane::meta::state::{ClusterSecrets, NodeInfo};
+use spate_control_plane::meta::{MetaCommand, MetaHandle, MetaStore, MetaTypeConfig};
+use spate_control_plane::raft::flusher::Flusher;
+use spate_control_plane::raft::log_store::GroupLogStore;
+use spate_control_plane::raft::network::{GroupNetworkFactory, PeerChannels};
+use spate_control_plane::raft::registry::{GroupRegistry, RaftEndpoint};
+use spate_control_plane::raft::service::PeerService;
+use spate_control_plane::raft::{db, META_GROUP};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::admin;
+use super::config::Config;
+use crate::cluster::forward::NodeForward;
+use crate::cluster::router::ShardRouter;
+use crate::cluster::{controller, ClusterBackend};
+use crate::shard::manager::ShardManager;
+
+/// A running node.
+pub struct Node {
+    pub id: u64,
+    pub meta: MetaHandle,
+    pub shards: Arc<ShardManager>,
+    stop_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    flusher: Flusher,
+}
+
+/// A future that resolves once `rx` turns true.
+pub async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl Node {
+    /// Starts a node from its configuration.
+    pub async fn start(cfg: Config) -> anyhow::Result<Node> {
+        let id = cfg.node.id;
+        let span = tracing::info_span!("node", id);
+        let _g = span.enter();
+        std::fs::create_dir_all(&cfg.node.data_dir)?;
+        let db = db::open(&cfg.node.data_dir.join("db"))?;
+        let flusher = Flusher::start(db.clone());
+        let peers = PeerChannels::new();
+        let registry = GroupRegistry::new();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        // Peer gRPC first, so other nodes can reach our groups as soon as they exist.
+        let peer_listener = TcpListener::bind(&cfg.listen.peer).await?;
+        let router = PeerService::new(registry.clone()).router();
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+            if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
+                tracing::error!(error = %e, "peer gRPC server failed");
+            }
+        }));
+
+        // The metadata group.
+        let (meta_store, view_rx) = MetaStore::open(db.clone())?;
+        let meta_raft = openraft::Raft::new(
+            id,
+            cfg.raft.config("meta", true)?,
+            GroupNetworkFactory::<MetaTypeConfig>::new(peers.clone(), META_GROUP),
+            GroupLogStore::<MetaTypeConfig>::new(db.clone(), META_GROUP, flusher.clone()),
+            meta_store,
+        )
+        .await?;
+        registry.insert(META_GROUP, RaftEndpoint::new(meta_raft.clone()));
+        let first_peer = cfg.cluster.peers.iter().map(|p| p.id).min();
+        if first_peer == Some(id) && !meta_raft.is_initialized().await? {
+            let members: BTreeMap<u64, BasicNode> =
+                cfg.cluster.peers.iter().map(|p| (p.id, BasicNode { addr: p.addr.clone() })).collect();
+            tracing::info!(voters = members.len(), "initialising the control plane");
+            if let Err(e) = meta_raft.initialize(members).await {
+                tracing::warn!(error = %e, "control plane initialisation");
+            }
+        }
+        let meta = MetaHandle::new(meta_raft.clone(), view_rx, peers.clone());
+
+        // Shard groups follow the shard map.
+        let shards = ShardManager::new(id, db.clone(), flusher.clone(), peers.clone(), registry.clone(), cfg.raft);
+        tasks.push(tokio::spawn(shards.clone().run(meta.subscribe())));
+        let shard_router = Arc::new(ShardRouter::new(id, meta.clone(), shards.clone(), peers.clone()));
+        registry.set_forward_handler(Arc::new(NodeForward { meta: meta.clone(), shards: shards.clone() }));
+
+        // Control loops (active only on the meta leader).
+        let nodes: Vec<NodeInfo> = cfg
+            .cluster
+            .peers
+            .iter()
+            .map(|p| NodeInfo { id: p.id, zone: p.zone.clone(), peer_addr: p.addr.clone() })
+            .collect();
+        tasks.push(tokio::spawn(bootstrap(meta.clone(), nodes)));
+        tasks.push(tokio::spawn(controller::run(meta.clone(), shard_router.clone())));
+
+        // Kinesis API.
+        let backend = Arc::new(ClusterBackend::new(
+            meta.clone(),
+            shard_router,
+            cfg.kinesis.region.clone(),
+            cfg.kinesis.account_id.clone(),
+        ));
+        let api_listener = TcpListener::bind(&cfg.listen.api).await?;
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::api::serve(api_listener, backend, stop).await {
+                tracing::error!(error = %e, "Kinesis API server failed");
+            }
+        }));
+
+        // Admin endpoints.
+        let admin_listener = TcpListener::bind(&cfg.listen.admin).await?;
+        let admin_state = admin::AdminState { node_id: id, meta: meta.clone(), shards: shards.clone() };
+        let stop = stopped(stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = admin::serve(admin_listener, admin_state, stop).await {
+                tracing::error!(error = %e, "admin server failed");
+            }
+        }));
+
+        tracing::info!(api = %cfg.listen.api, peer = %cfg.listen.peer, admin = %cfg.listen.admin, zone = %cfg.node.zone, "node started");
+        Ok(Node { id, meta, shards, stop_tx, tasks, flusher })
+    }
+
+    /// Stops serving, shuts every Raft group down and syncs the WAL.
+    pub async fn shutdown(self) {
+        let _ = self.stop_tx.send(true);
+        self.shards.shutdown().await;
+        let _ = self.meta.raft().shutdown().await;
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.flusher.sync().await {
+            tracing::warn!(error = %e, "final WAL sync");
+        }
+        tracing::info!(node = self.id, "node stopped");
+    }
+}
+
+/// Until the cluster is bootstrapped: whoever leads the metadata group proposes the cluster
+/// secrets and the initial node registry (the command is idempotent).
+async fn bootstrap(meta: MetaHandle, nodes: Vec<NodeInfo>) {
+    loop {
+        if meta.view().state.secrets.is_some() {
+            return;
+        }
+        if meta.raft().is_leader() {
+            let mut key = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut key);
+            let secrets = ClusterSecrets { iterator_key_id: 1, iterator_key: key, cluster_id: rand::random() };
+            match meta.propose(MetaCommand::Bootstrap { secrets, nodes: nodes.clone() }).await {
+                Ok(_) => tracing::info!("cluster bootstrapped"),
+                Err(e) => tracing::warn!(error = %e, "bootstrap proposal"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

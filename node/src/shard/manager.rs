@@ -1,0 +1,154 @@
+//! Follows the shard map (the metadata watch) and makes this node host exactly the shard
+//! groups placed on it: starts a Raft group for every new shard replica, initialising it
+//! with its placement (every replica proposes the same membership, so the group forms even
+//! when one replica is down), and tears down and deletes groups whose stream is gone.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use openraft::BasicNode;
+use rocksdb::DB;
+use spate_control_plane::meta::state::MetaState;
+use spate_control_plane::meta::MetaView;
+use spate_control_plane::raft::flusher::Flusher;
+use spate_control_plane::raft::log_store::GroupLogStore;
+use spate_control_plane::raft::network::{GroupNetworkFactory, PeerChannels};
+use spate_control_plane::raft::registry::{GroupRegistry, RaftEndpoint};
+use spate_control_plane::raft::{GroupId, NodeId, RaftTuning};
+use tokio::sync::watch;
+
+use super::replica::ShardReplica;
+use super::store::ShardStore;
+use super::{ShardIdentity, ShardTypeConfig};
+
+/// Starts and stops this node's shard groups.
+pub struct ShardManager {
+    node_id: NodeId,
+    db: Arc<DB>,
+    flusher: Flusher,
+    peers: Arc<PeerChannels>,
+    registry: Arc<GroupRegistry>,
+    tuning: RaftTuning,
+    replicas: RwLock<HashMap<GroupId, Arc<ShardReplica>>>,
+}
+
+struct Placement {
+    identity: ShardIdentity,
+    members: BTreeMap<u64, BasicNode>,
+}
+
+impl ShardManager {
+    pub fn new(
+        node_id: NodeId,
+        db: Arc<DB>,
+        flusher: Flusher,
+        peers: Arc<PeerChannels>,
+        registry: Arc<GroupRegistry>,
+        tuning: RaftTuning,
+    ) -> Arc<Self> {
+        Arc::new(Self { node_id, db, flusher, peers, registry, tuning, replicas: RwLock::new(HashMap::new()) })
+    }
+
+    /// The hosted replica of `group`, if any.
+    pub fn get(&self, group: GroupId) -> Option<Arc<ShardReplica>> {
+        self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+    }
+
+    /// Every hosted replica.
+    pub fn all(&self) -> Vec<Arc<ShardReplica>> {
+        self.replicas.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Reconciles on every new shard map until the watch closes.
+    pub async fn run(self: Arc<Self>, mut view: watch::Receiver<MetaView>) {
+        loop {
+            let current = view.borrow_and_update().clone();
+            self.reconcile(&current.state).await;
+            if view.changed().await.is_err() {
+                break;
+            }
+        }
+    }
+
+    fn desired(&self, state: &MetaState) -> HashMap<GroupId, Placement> {
+        let mut out = HashMap::new();
+        for stream in state.streams.values() {
+            for shard in &stream.shards {
+                if !shard.replicas.contains(&self.node_id) {
+                    continue;
+                }
+                let members = shard
+                    .replicas
+                    .iter()
+                    .filter_map(|id| state.nodes.get(id).map(|n| (*id, BasicNode { addr: n.peer_addr.clone() })))
+                    .collect();
+                let identity =
+                    ShardIdentity { stream_uid: stream.uid, shard_index: shard.index, create_secs: shard.create_secs };
+                out.insert(shard.group, Placement { identity, members });
+            }
+        }
+        out
+    }
+
+    async fn reconcile(&self, state: &MetaState) {
+        if state.secrets.is_none() {
+            return;
+        }
+        let desired = self.desired(state);
+        let running: Vec<GroupId> = self.replicas.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        for group in running {
+            // Only groups the map has handed out and since dropped are removed.
+            if !desired.contains_key(&group) && group < state.next_group {
+                self.stop(group).await;
+            }
+        }
+        for (group, placement) in desired {
+            if self.get(group).is_some() {
+                continue;
+            }
+            if let Err(e) = self.start(group, placement).await {
+                tracing::error!(group, error = %e, "cannot start shard group");
+            }
+        }
+    }
+
+    async fn start(&self, group: GroupId, placement: Placement) -> anyhow::Result<()> {
+        let config = self.tuning.config(&format!("shard-{group}"), false)?;
+        let log = GroupLogStore::<ShardTypeConfig>::new(self.db.clone(), group, self.flusher.clone());
+        let store = ShardStore::open(self.db.clone(), group)?;
+        let network = GroupNetworkFactory::<ShardTypeConfig>::new(self.peers.clone(), group);
+        let raft = openraft::Raft::new(self.node_id, config, network, log, store.clone()).await?;
+        self.registry.insert(group, RaftEndpoint::new(raft.clone()));
+        if !raft.is_initialized().await? {
+            if let Err(e) = raft.initialize(placement.members.clone()).await {
+                tracing::debug!(group, error = %e, "initialize (another replica may have done it)");
+            }
+        }
+        let replica = Arc::new(ShardReplica::new(group, placement.identity, raft, store));
+        self.replicas.write().unwrap_or_else(|p| p.into_inner()).insert(group, replica);
+        tracing::info!(group, shard = placement.identity.shard_index, "shard replica started");
+        Ok(())
+    }
+
+    async fn stop(&self, group: GroupId) {
+        let replica = self.replicas.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+        self.registry.remove(group);
+        if let Some(r) = replica {
+            if let Err(e) = r.raft.shutdown().await {
+                tracing::warn!(group, error = %e, "shard group shutdown");
+            }
+            let log = GroupLogStore::<ShardTypeConfig>::new(self.db.clone(), group, self.flusher.clone());
+            if let Err(e) = r.store.destroy().and_then(|_| log.destroy()) {
+                tracing::warn!(group, error = %e, "cannot delete shard group data");
+            }
+            tracing::info!(group, "shard replica removed");
+        }
+    }
+
+    /// Shuts every hosted group down (node shutdown).
+    pub async fn shutdown(&self) {
+        for r in self.all() {
+            let _ = r.raft.shutdown().await;
+        }
+    }
+}

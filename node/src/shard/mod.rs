@@ -1,0 +1,77 @@
+//! Shard replicas: one openraft group per shard, three voters in three zones.
+//!
+//! * [`store`]: the shard state machine (deterministic apply that assigns ordinals) over the
+//!   node's RocksDB, and the committed-data reads.
+//! * [`batcher`]: on the leader, coalesces concurrent puts into one `Append` entry.
+//! * [`replica`]: one hosted shard group and the requests it serves (put, read, position).
+//! * [`manager`]: follows the shard map and starts/stops this node's shard groups.
+
+pub mod batcher;
+pub mod manager;
+pub mod replica;
+pub mod store;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// One record as the leader proposes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordIn {
+    pub partition_key: String,
+    pub data: Bytes,
+}
+
+impl RecordIn {
+    /// Bytes this record counts for against limits (data + partition key).
+    pub fn billed_bytes(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// Commands of a shard group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardCommand {
+    /// Appends records; ordinals and the final arrival time are assigned at apply.
+    Append { arrival_ms: u64, records: Vec<RecordIn> },
+}
+
+/// What an applied command produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardResponse {
+    Done,
+    /// The records got ordinals `first_ordinal ..` in order, all with `arrival_ms`.
+    Appended { first_ordinal: u64, arrival_ms: u64 },
+}
+
+openraft::declare_raft_types!(
+    /// Type config of shard groups.
+    pub ShardTypeConfig:
+        D = ShardCommand,
+        R = ShardResponse,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+);
+
+/// A shard group's Raft handle.
+pub type ShardRaft = openraft::Raft<ShardTypeConfig, store::ShardStore>;
+
+/// Who a shard is, fixed at creation: everything sequence numbers need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardIdentity {
+    pub stream_uid: u64,
+    pub shard_index: u32,
+    pub create_secs: u64,
+}
+
+impl ShardIdentity {
+    /// The Kinesis sequence number of the record at `ordinal` that arrived at `arrival_ms`.
+    pub fn sequence_number(&self, ordinal: u64, arrival_ms: u64) -> String {
+        spate_proto::kinesis::seqnum::SeqNum {
+            shard_create_secs: self.create_secs,
+            shard_index: self.shard_index,
+            ordinal,
+            arrival_secs: arrival_ms / 1000,
+        }
+        .encode()
+    }
+}

@@ -1,0 +1,134 @@
+//! One hosted shard group and the requests it serves. Requests arrive from the local API or
+//! forwarded from other nodes as postcard-encoded [`ShardRequest`]s.
+//!
+//! Reads are answered from this replica's applied (hence committed) state; the router sends
+//! them to the leader first, so a reader sees its own acknowledged writes, and falls back to
+//! a follower when the leader is unreachable.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use spate_control_plane::raft::GroupId;
+use tokio::sync::{mpsc, oneshot};
+
+use super::batcher::PutJob;
+use super::store::{Progress, ShardStore, StoredRecord};
+use super::{RecordIn, ShardIdentity, ShardRaft};
+
+/// Where an iterator starts, resolved on a replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PositionQuery {
+    TrimHorizon,
+    Latest,
+    AtTimestamp(u64),
+}
+
+/// A request to a shard group.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardRequest {
+    Put { records: Vec<RecordIn> },
+    Read { from: u64, limit: u32, max_bytes: u64 },
+    Position(PositionQuery),
+    Status,
+}
+
+/// A replica's view of its group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    pub group: GroupId,
+    pub leader: Option<u64>,
+    pub members: Vec<u64>,
+    pub last_applied: u64,
+    pub next_ordinal: u64,
+}
+
+/// The answer to a [`ShardRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ShardReply {
+    Appended { first_ordinal: u64, arrival_ms: u64 },
+    Records { records: Vec<(u64, StoredRecord)>, next_ordinal: u64, last_arrival_ms: u64 },
+    Position(u64),
+    Status(ReplicaStatus),
+    /// This replica cannot write; `leader` is its best guess of who can.
+    NotLeader { leader: Option<u64> },
+    /// The shard's write queue is full.
+    Overloaded,
+    /// The group cannot serve right now.
+    Unavailable(String),
+}
+
+/// A shard group hosted on this node.
+pub struct ShardReplica {
+    pub group: GroupId,
+    pub identity: ShardIdentity,
+    pub raft: ShardRaft,
+    pub store: ShardStore,
+    pub progress: Arc<Progress>,
+    puts: mpsc::Sender<PutJob>,
+}
+
+impl ShardReplica {
+    pub fn new(group: GroupId, identity: ShardIdentity, raft: ShardRaft, store: ShardStore) -> Self {
+        let puts = super::batcher::spawn(raft.clone());
+        let progress = store.progress();
+        Self { group, identity, raft, store, progress, puts }
+    }
+
+    /// This replica's view of the group.
+    pub fn status(&self) -> ReplicaStatus {
+        let m = self.raft.metrics().borrow().clone();
+        ReplicaStatus {
+            group: self.group,
+            leader: m.current_leader,
+            members: m.membership_config.membership().voter_ids().collect(),
+            last_applied: self.progress.last_applied_index(),
+            next_ordinal: self.progress.next_ordinal(),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(*self.raft.node_id())
+    }
+
+    /// Serves one request.
+    pub async fn handle(&self, req: ShardRequest) -> ShardReply {
+        match req {
+            ShardRequest::Put { records } => {
+                if !self.is_leader() {
+                    return ShardReply::NotLeader { leader: self.raft.metrics().borrow().current_leader };
+                }
+                let (tx, rx) = oneshot::channel();
+                if self.puts.try_send(PutJob { records, reply: tx }).is_err() {
+                    return ShardReply::Overloaded;
+                }
+                rx.await.unwrap_or_else(|_| ShardReply::Unavailable("shard batcher stopped".into()))
+            }
+            ShardRequest::Read { from, limit, max_bytes } => {
+                let store = self.store.clone();
+                let progress = self.progress.clone();
+                let read = tokio::task::spawn_blocking(move || {
+                    store.read(from, limit as usize, max_bytes as usize)
+                })
+                .await;
+                match read {
+                    Ok(Ok(records)) => ShardReply::Records {
+                        records: records.into_iter().map(|r| (r.ordinal, r.record)).collect(),
+                        next_ordinal: progress.next_ordinal(),
+                        last_arrival_ms: progress.last_arrival_ms(),
+                    },
+                    Ok(Err(e)) => ShardReply::Unavailable(format!("read failed: {e}")),
+                    Err(e) => ShardReply::Unavailable(format!("read task failed: {e}")),
+                }
+            }
+            ShardRequest::Position(q) => match q {
+                PositionQuery::TrimHorizon => ShardReply::Position(self.progress.trim_ordinal()),
+                PositionQuery::Latest => ShardReply::Position(self.progress.next_ordinal()),
+                PositionQuery::AtTimestamp(ts) => match self.store.ordinal_at_time(ts) {
+                    Ok(o) => ShardReply::Position(o),
+                    Err(e) => ShardReply::Unavailable(format!("index lookup failed: {e}")),
+                },
+            },
+            ShardRequest::Status => ShardReply::Status(self.status()),
+        }
+    }
+}

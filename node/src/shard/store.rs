@@ -1,0 +1,356 @@
+//! The shard state machine over the node's RocksDB.
+//!
+//! Apply is deterministic: ordinals are assigned from the stored `next_ordinal`, and the
+//! arrival time of an `Append` is `max(proposed, last applied arrival)`, so every replica
+//! writes the same records under the same keys. Records, the sparse arrival-time index (one
+//! key per appended batch) and the state header are written in one RocksDB batch.
+//!
+//! Keys in `shard_data`: `group · 'r' · ordinal` → record; `group · 't' · arrival_ms ·
+//! ordinal` → (). `shard_state`: `group` → [`Header`].
+
+use std::io::{self, Cursor};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use openraft::alias::{LogIdOf, SnapshotMetaOf, SnapshotOf, StoredMembershipOf};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+use spate_control_plane::raft::codec::{decode_io, encode_io};
+use spate_control_plane::raft::db::{group_prefix, read_u64, CF_SHARD_DATA, CF_SHARD_STATE};
+use spate_control_plane::raft::{GroupId, SnapshotData};
+use tokio::sync::watch;
+
+use super::{ShardCommand, ShardResponse, ShardTypeConfig as C};
+
+const KIND_RECORD: u8 = b'r';
+const KIND_TIME: u8 = b't';
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// Persistent header of a shard group's state machine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Header {
+    pub last_applied: Option<LogIdOf<C>>,
+    pub membership: StoredMembershipOf<C>,
+    /// Ordinal the next record gets. Ordinal 0 is the shard's starting sequence number.
+    pub next_ordinal: u64,
+    pub last_arrival_ms: u64,
+    /// First ordinal still stored (records below it were trimmed).
+    pub trim_ordinal: u64,
+}
+
+impl Default for Header {
+    fn default() -> Self {
+        Self {
+            last_applied: None,
+            membership: Default::default(),
+            next_ordinal: 1,
+            last_arrival_ms: 0,
+            trim_ordinal: 1,
+        }
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub arrival_ms: u64,
+    pub partition_key: String,
+    pub data: Bytes,
+}
+
+/// Applied progress, readable without locks; `tip` changes wake waiting readers.
+#[derive(Debug)]
+pub struct Progress {
+    next_ordinal: AtomicU64,
+    last_arrival_ms: AtomicU64,
+    trim_ordinal: AtomicU64,
+    last_applied_index: AtomicU64,
+    tip: watch::Sender<u64>,
+}
+
+impl Progress {
+    pub fn next_ordinal(&self) -> u64 {
+        self.next_ordinal.load(Ordering::Acquire)
+    }
+    pub fn last_arrival_ms(&self) -> u64 {
+        self.last_arrival_ms.load(Ordering::Acquire)
+    }
+    pub fn trim_ordinal(&self) -> u64 {
+        self.trim_ordinal.load(Ordering::Acquire)
+    }
+    pub fn last_applied_index(&self) -> u64 {
+        self.last_applied_index.load(Ordering::Acquire)
+    }
+    /// A receiver woken whenever new records are applied (value: next ordinal).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.tip.subscribe()
+    }
+    fn publish(&self, h: &Header) {
+        self.last_arrival_ms.store(h.last_arrival_ms, Ordering::Release);
+        self.trim_ordinal.store(h.trim_ordinal, Ordering::Release);
+        self.last_applied_index.store(h.last_applied.as_ref().map(|l| l.index()).unwrap_or(0), Ordering::Release);
+        self.next_ordinal.store(h.next_ordinal, Ordering::Release);
+        self.tip.send_replace(h.next_ordinal);
+    }
+}
+
+/// The state machine of one shard group.
+#[derive(Clone)]
+pub struct ShardStore {
+    db: Arc<DB>,
+    group: GroupId,
+    header: Arc<tokio::sync::Mutex<Header>>,
+    progress: Arc<Progress>,
+}
+
+fn record_key(group: GroupId, ordinal: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[8] = KIND_RECORD;
+    k[9..].copy_from_slice(&ordinal.to_be_bytes());
+    k
+}
+
+fn time_key(group: GroupId, arrival_ms: u64, ordinal: u64) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[8] = KIND_TIME;
+    k[9..17].copy_from_slice(&arrival_ms.to_be_bytes());
+    k[17..].copy_from_slice(&ordinal.to_be_bytes());
+    k
+}
+
+/// A record read back, with its ordinal.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub ordinal: u64,
+    pub record: StoredRecord,
+}
+
+impl ShardStore {
+    /// Opens the state machine of `group`, loading its persisted header.
+    pub fn open(db: Arc<DB>, group: GroupId) -> io::Result<Self> {
+        let cf = db.cf_handle(CF_SHARD_STATE).ok_or_else(|| io_err("missing cf shard_state"))?;
+        let header: Header = match db.get_cf(cf, group_prefix(group)).map_err(io_err)? {
+            Some(b) => decode_io(&b)?,
+            None => Header::default(),
+        };
+        let (tip, _) = watch::channel(header.next_ordinal);
+        let progress = Arc::new(Progress {
+            next_ordinal: AtomicU64::new(0),
+            last_arrival_ms: AtomicU64::new(0),
+            trim_ordinal: AtomicU64::new(0),
+            last_applied_index: AtomicU64::new(0),
+            tip,
+        });
+        progress.publish(&header);
+        Ok(Self { db, group, header: Arc::new(tokio::sync::Mutex::new(header)), progress })
+    }
+
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Reads committed records from `from` (clamped to the trim point): at most `limit`
+    /// records and `max_bytes` bytes (always at least one record if any is available).
+    pub fn read(&self, from: u64, limit: usize, max_bytes: usize) -> io::Result<Vec<ReadRecord>> {
+        let end = self.progress.next_ordinal();
+        let from = from.max(self.progress.trim_ordinal());
+        let mut out = Vec::new();
+        if from >= end || limit == 0 {
+            return Ok(out);
+        }
+        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let start = record_key(self.group, from);
+        let mut bytes = 0usize;
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+            let (key, val) = item.map_err(io_err)?;
+            if read_u64(&key, 0) != Some(self.group) || key.get(8) != Some(&KIND_RECORD) {
+                break;
+            }
+            let ordinal = read_u64(&key, 9).ok_or_else(|| io_err("short record key"))?;
+            if ordinal >= end {
+                break;
+            }
+            let record: StoredRecord = decode_io(&val)?;
+            let size = record.data.len() + record.partition_key.len();
+            if !out.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            out.push(ReadRecord { ordinal, record });
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ordinal of the first record that arrived at or after `ts_ms` (or the next ordinal
+    /// if none did).
+    pub fn ordinal_at_time(&self, ts_ms: u64) -> io::Result<u64> {
+        let end = self.progress.next_ordinal();
+        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let start = time_key(self.group, ts_ms, 0);
+        if let Some(item) = self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)).next() {
+            let (key, _) = item.map_err(io_err)?;
+            if read_u64(&key, 0) == Some(self.group) && key.get(8) == Some(&KIND_TIME) {
+                let ordinal = read_u64(&key, 17).ok_or_else(|| io_err("short time key"))?;
+                return Ok(ordinal.min(end).max(self.progress.trim_ordinal()));
+            }
+        }
+        Ok(end)
+    }
+
+    /// Deletes everything this group stored (its shard was removed).
+    pub fn destroy(&self) -> io::Result<()> {
+        let data = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let state = self.db.cf_handle(CF_SHARD_STATE).ok_or_else(|| io_err("missing cf shard_state"))?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(data, group_prefix(self.group), group_prefix(self.group + 1));
+        batch.delete_cf(state, group_prefix(self.group));
+        self.db.write(batch).map_err(io_err)
+    }
+
+    fn put_header(&self, batch: &mut WriteBatch, h: &Header) -> io::Result<()> {
+        let cf = self.db.cf_handle(CF_SHARD_STATE).ok_or_else(|| io_err("missing cf shard_state"))?;
+        batch.put_cf(cf, group_prefix(self.group), encode_io(h)?);
+        Ok(())
+    }
+
+    fn snapshot_of(&self, h: &Header) -> io::Result<SnapshotOf<C, SnapshotData>> {
+        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let prefix = group_prefix(self.group);
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item.map_err(io_err)?;
+            if read_u64(&k, 0) != Some(self.group) {
+                break;
+            }
+            // Only what this header covers: records below next_ordinal.
+            if k.get(8) == Some(&KIND_RECORD) && read_u64(&k, 9).is_some_and(|o| o >= h.next_ordinal) {
+                continue;
+            }
+            pairs.push((k[8..].to_vec(), v.to_vec()));
+        }
+        let body = encode_io(&(h.next_ordinal, h.last_arrival_ms, h.trim_ordinal, pairs))?;
+        let meta = SnapshotMetaOf::<C> { last_log_id: h.last_applied.clone(), last_membership: h.membership.clone() };
+        Ok(SnapshotOf::<C, SnapshotData> { meta, snapshot: Cursor::new(body) })
+    }
+}
+
+impl RaftSnapshotBuilder<C> for ShardStore {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
+        let h = self.header.lock().await.clone();
+        self.snapshot_of(&h)
+    }
+}
+
+impl RaftStateMachine<C> for ShardStore {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+        let h = self.header.lock().await;
+        Ok((h.last_applied.clone(), h.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
+    {
+        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let mut h = self.header.lock().await;
+        let mut batch = WriteBatch::default();
+        let mut responses = Vec::new();
+        while let Some((entry, responder)) = entries.try_next().await? {
+            h.last_applied = Some(entry.log_id());
+            let resp = match &entry.payload {
+                EntryPayload::Blank => ShardResponse::Done,
+                EntryPayload::Membership(m) => {
+                    h.membership = StoredMembershipOf::<C>::new(Some(entry.log_id()), m.clone());
+                    ShardResponse::Done
+                }
+                EntryPayload::Normal(ShardCommand::Append { arrival_ms, records }) => {
+                    let arrival = (*arrival_ms).max(h.last_arrival_ms);
+                    let first = h.next_ordinal;
+                    if !records.is_empty() {
+                        batch.put_cf(cf, time_key(self.group, arrival, first), []);
+                    }
+                    for (i, r) in records.iter().enumerate() {
+                        let stored = StoredRecord {
+                            arrival_ms: arrival,
+                            partition_key: r.partition_key.clone(),
+                            data: r.data.clone(),
+                        };
+                        batch.put_cf(cf, record_key(self.group, first + i as u64), encode_io(&stored)?);
+                    }
+                    h.next_ordinal = first + records.len() as u64;
+                    h.last_arrival_ms = arrival;
+                    ShardResponse::Appended { first_ordinal: first, arrival_ms: arrival }
+                }
+            };
+            if let Some(r) = responder {
+                responses.push((r, resp));
+            }
+        }
+        self.put_header(&mut batch, &h)?;
+        // Not synced: the log is the durable copy; a replica re-applies from it on restart.
+        self.db.write(batch).map_err(io_err)?;
+        self.progress.publish(&h);
+        drop(h);
+        for (r, resp) in responses {
+            r.send(resp);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotData) -> Result<(), io::Error> {
+        type Body = (u64, u64, u64, Vec<(Vec<u8>, Vec<u8>)>);
+        let (next_ordinal, last_arrival_ms, trim_ordinal, pairs): Body = decode_io(snapshot.get_ref())?;
+        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let mut h = self.header.lock().await;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, group_prefix(self.group), group_prefix(self.group + 1));
+        let prefix = group_prefix(self.group);
+        for (suffix, v) in pairs {
+            let mut k = Vec::with_capacity(8 + suffix.len());
+            k.extend_from_slice(&prefix);
+            k.extend_from_slice(&suffix);
+            batch.put_cf(cf, k, v);
+        }
+        *h = Header {
+            last_applied: meta.last_log_id.clone(),
+            membership: meta.last_membership.clone(),
+            next_ordinal,
+            last_arrival_ms,
+            trim_ordinal,
+        };
+        self.put_header(&mut batch, &h)?;
+        self.db.write(batch).map_err(io_err)?;
+        self.progress.publish(&h);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
+        let h = self.header.lock().await.clone();
+        if h.last_applied.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(self.snapshot_of(&h)?))
+    }
+}
