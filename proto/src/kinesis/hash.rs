@@ -32,7 +32,11 @@ pub fn uniform_ranges(n: u32) -> Vec<(u128, u128)> {
                 .map(|i| {
                     // i < n, so i * width <= (n - 1) * 2^128 / n < 2^128: no overflow.
                     let start = i * width;
-                    let end = if i + 1 == u128::from(n) { u128::MAX } else { start + (width - 1) };
+                    let end = if i + 1 == u128::from(n) {
+                        u128::MAX
+                    } else {
+                        start + (width - 1)
+                    };
                     (start, end)
                 })
                 .collect()
@@ -63,7 +67,11 @@ pub fn parse_hash_key(s: &str) -> Result<u128, KinesisError> {
     let invalid = || {
         // Bound the echoed value: the input is client-controlled.
         let shown: String = s.chars().take(64).collect();
-        let ellipsis = if s.chars().nth(64).is_some() { "..." } else { "" };
+        let ellipsis = if s.chars().nth(64).is_some() {
+            "..."
+        } else {
+            ""
+        };
         KinesisError::invalid(format!(
             "Invalid hash key '{shown}{ellipsis}'. A hash key must be a decimal integer in \
              the range [0, 2^128-1] without leading zeros."
@@ -92,7 +100,10 @@ mod tests {
 
     #[test]
     fn known_md5_vector() {
-        assert_eq!(partition_key_hash("123"), 42767516990368493138776584305024125808);
+        assert_eq!(
+            partition_key_hash("123"),
+            42767516990368493138776584305024125808
+        );
         // MD5("") = d41d8cd98f00b204e9800998ecf8427e
         assert_eq!(partition_key_hash(""), 0xd41d8cd98f00b204e9800998ecf8427e);
     }
@@ -102,13 +113,19 @@ mod tests {
         assert!(uniform_ranges(0).is_empty());
         assert_eq!(uniform_ranges(1), vec![(0, u128::MAX)]);
         let two = uniform_ranges(2);
-        assert_eq!(two, vec![(0, (1u128 << 127) - 1), (1u128 << 127, u128::MAX)]);
+        assert_eq!(
+            two,
+            vec![(0, (1u128 << 127) - 1), (1u128 << 127, u128::MAX)]
+        );
         // From kinesalite / AWS: 3 shards, first ends at 113427455640312821154458202477256070484.
         let three = uniform_ranges(3);
         assert_eq!(three[0], (0, 113427455640312821154458202477256070484));
         assert_eq!(three[1].0, 113427455640312821154458202477256070485);
         assert_eq!(three[1].1, 226854911280625642308916404954512140969);
-        assert_eq!(three[2], (226854911280625642308916404954512140970, u128::MAX));
+        assert_eq!(
+            three[2],
+            (226854911280625642308916404954512140970, u128::MAX)
+        );
     }
 
     #[test]

@@ -214,7 +214,8 @@ mod tests {
             }
         );
         assert_eq!(parsed.to_arn(), arn);
-        let cn = parse_stream_arn("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/s").expect("cn");
+        let cn =
+            parse_stream_arn("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/s").expect("cn");
         assert_eq!(cn.partition, "aws-cn");
     }
 

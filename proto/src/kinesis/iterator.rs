@@ -92,7 +92,11 @@ impl IteratorKeys {
         let previous = previous
             .filter(|(id, _)| *id != current_id)
             .map(|(id, key)| (id, Aes256Gcm::new(&key.into())));
-        Self { current_id, current: Aes256Gcm::new(&current_key.into()), previous }
+        Self {
+            current_id,
+            current: Aes256Gcm::new(&current_key.into()),
+            previous,
+        }
     }
 
     /// The id of the key new tokens are encrypted with.
@@ -130,7 +134,13 @@ impl IteratorKeys {
         // ever fail, the empty ciphertext yields a token that decodes as invalid.
         let ciphertext = self
             .current
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plaintext, aad: &header })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &header,
+                },
+            )
             .unwrap_or_default();
         let mut raw = Vec::with_capacity(HEADER_LEN + NONCE_LEN + ciphertext.len());
         raw.extend_from_slice(&header);
@@ -164,7 +174,13 @@ impl IteratorKeys {
         }
         let cipher = self.cipher(header[PREFIX.len()]).ok_or_else(invalid)?;
         let plaintext = cipher
-            .decrypt(Nonce::from_slice(nonce), Payload { msg: ciphertext, aad: header })
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: header,
+                },
+            )
             .map_err(|_| invalid())?;
         let body = Plaintext::decode(plaintext.as_slice()).map_err(|_| invalid())?;
         if body.v != PLAINTEXT_VERSION {
@@ -198,8 +214,9 @@ impl IteratorKeys {
 /// Formats Unix milliseconds as `Tue Nov 22 00:35:47 UTC 2026` (Java `Date` style, UTC).
 fn amz_utc_string(ms: u64) -> String {
     const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let secs = ms / 1000;
     let days = secs / 86_400;
     let sod = secs % 86_400;
@@ -215,7 +232,10 @@ fn amz_utc_string(ms: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    let month_name = MONTHS.get((month as usize).wrapping_sub(1)).copied().unwrap_or("???");
+    let month_name = MONTHS
+        .get((month as usize).wrapping_sub(1))
+        .copied()
+        .unwrap_or("???");
     format!(
         "{weekday} {month_name} {day:02} {:02}:{:02}:{:02} UTC {year}",
         sod / 3600,
@@ -236,7 +256,12 @@ mod tests {
     }
 
     fn pos() -> IteratorPosition {
-        IteratorPosition { stream_uid: 42, shard_index: 3, position: 1234, issued_at_ms: NOW }
+        IteratorPosition {
+            stream_uid: 42,
+            shard_index: 3,
+            position: 1234,
+            issued_at_ms: NOW,
+        }
     }
 
     #[test]
@@ -272,7 +297,9 @@ mod tests {
         let k = keys();
         let t = k.encode(&pos());
         assert!(k.decode(&t, NOW + ITERATOR_TTL_MS).is_ok());
-        let err = k.decode(&t, NOW + ITERATOR_TTL_MS + 1).expect_err("expired");
+        let err = k
+            .decode(&t, NOW + ITERATOR_TTL_MS + 1)
+            .expect_err("expired");
         assert_eq!(err.kind, ErrorKind::ExpiredIterator);
         assert_eq!(
             err.message,
@@ -287,7 +314,9 @@ mod tests {
         let k = keys();
         let t = k.encode(&pos());
         assert!(k.decode(&t, NOW - MAX_ISSUE_SKEW_MS).is_ok());
-        let err = k.decode(&t, NOW - MAX_ISSUE_SKEW_MS - 1).expect_err("future");
+        let err = k
+            .decode(&t, NOW - MAX_ISSUE_SKEW_MS - 1)
+            .expect_err("future");
         assert_eq!(err.kind, ErrorKind::InvalidArgument);
         assert!(k.decode(&t, 0).is_err());
     }
@@ -320,28 +349,46 @@ mod tests {
         assert!(old.decode(&t_new, NOW).is_err());
         // Same id, different key material: auth tag fails.
         let impostor = IteratorKeys::new((1, [9u8; 32]), None);
-        assert_eq!(impostor.decode(&t_old, NOW).map_err(|e| e.kind), Err(ErrorKind::InvalidArgument));
-        assert_eq!(format!("{rotated:?}"), "IteratorKeys { current_id: 2, previous_id: Some(1), .. }");
+        assert_eq!(
+            impostor.decode(&t_old, NOW).map_err(|e| e.kind),
+            Err(ErrorKind::InvalidArgument)
+        );
+        assert_eq!(
+            format!("{rotated:?}"),
+            "IteratorKeys { current_id: 2, previous_id: Some(1), .. }"
+        );
         assert_eq!(rotated.current_key_id(), 2);
     }
 
     #[test]
     fn amz_date_format() {
         assert_eq!(amz_utc_string(0), "Thu Jan 01 00:00:00 UTC 1970");
-        assert_eq!(amz_utc_string(951_782_400_000), "Tue Feb 29 00:00:00 UTC 2000");
-        assert_eq!(amz_utc_string(1_545_084_650_987), "Mon Dec 17 22:10:50 UTC 2018");
+        assert_eq!(
+            amz_utc_string(951_782_400_000),
+            "Tue Feb 29 00:00:00 UTC 2000"
+        );
+        assert_eq!(
+            amz_utc_string(1_545_084_650_987),
+            "Mon Dec 17 22:10:50 UTC 2018"
+        );
         let _ = amz_utc_string(u64::MAX);
     }
 
     fn position_strategy() -> impl Strategy<Value = IteratorPosition> {
-        (any::<u64>(), any::<u32>(), any::<u64>(), 0u64..=4_000_000_000_000).prop_map(
-            |(stream_uid, shard_index, position, issued_at_ms)| IteratorPosition {
-                stream_uid,
-                shard_index,
-                position,
-                issued_at_ms,
-            },
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u64>(),
+            0u64..=4_000_000_000_000,
         )
+            .prop_map(|(stream_uid, shard_index, position, issued_at_ms)| {
+                IteratorPosition {
+                    stream_uid,
+                    shard_index,
+                    position,
+                    issued_at_ms,
+                }
+            })
     }
 
     proptest! {

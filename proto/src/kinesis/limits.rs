@@ -83,7 +83,11 @@ mod tests {
 
     #[test]
     fn retention_bounds_are_consistent() {
-        let (min, def, max) = (MIN_RETENTION_HOURS, DEFAULT_RETENTION_HOURS, MAX_RETENTION_HOURS);
+        let (min, def, max) = (
+            MIN_RETENTION_HOURS,
+            DEFAULT_RETENTION_HOURS,
+            MAX_RETENTION_HOURS,
+        );
         assert!(min <= def && def <= max);
         assert_eq!(max, 365 * 24);
     }

@@ -192,12 +192,22 @@ impl U192 {
 impl SeqNum {
     /// The shard's `StartingSequenceNumber`: ordinal 0, arrival = creation second.
     pub fn starting(shard_create_secs: u64, shard_index: u32) -> SeqNum {
-        SeqNum { shard_create_secs, shard_index, ordinal: 0, arrival_secs: shard_create_secs }
+        SeqNum {
+            shard_create_secs,
+            shard_index,
+            ordinal: 0,
+            arrival_secs: shard_create_secs,
+        }
     }
 
     /// The shard's `EndingSequenceNumber`: ordinal [`ORDINAL_END`].
     pub fn ending(shard_create_secs: u64, shard_index: u32, arrival_secs: u64) -> SeqNum {
-        SeqNum { shard_create_secs, shard_index, ordinal: ORDINAL_END, arrival_secs }
+        SeqNum {
+            shard_create_secs,
+            shard_index,
+            ordinal: ORDINAL_END,
+            arrival_secs,
+        }
     }
 
     /// The 56-digit decimal string.
@@ -273,7 +283,10 @@ impl SeqNum {
     pub fn decode_for_shard(s: &str, shard_index: u32) -> Result<SeqNum, SeqNumError> {
         let seq = Self::decode(s)?;
         if seq.shard_index != shard_index {
-            return Err(SeqNumError::WrongShard { expected: shard_index, found: seq.shard_index });
+            return Err(SeqNumError::WrongShard {
+                expected: shard_index,
+                found: seq.shard_index,
+            });
         }
         Ok(seq)
     }
@@ -322,7 +335,10 @@ mod tests {
         assert_eq!(start.arrival_secs, start.shard_create_secs + 3);
         let s = SeqNum::decode("49680443364749840976111795783852923162239034335688654850")
             .expect("peer example");
-        assert_eq!(s.encode(), "49680443364749840976111795783852923162239034335688654850");
+        assert_eq!(
+            s.encode(),
+            "49680443364749840976111795783852923162239034335688654850"
+        );
     }
 
     #[test]
@@ -333,7 +349,11 @@ mod tests {
         let end = SeqNum::ending(1_700_000_000, 3, 1_700_000_500);
         assert_eq!(end.ordinal, ORDINAL_END);
         assert_eq!(SeqNum::decode(&end.encode()), Ok(end));
-        let mid = SeqNum { ordinal: 42, arrival_secs: 1_700_000_100, ..start };
+        let mid = SeqNum {
+            ordinal: 42,
+            arrival_secs: 1_700_000_100,
+            ..start
+        };
         assert_eq!(cmp_numeric(&start.encode(), &mid.encode()), Ordering::Less);
         assert_eq!(cmp_numeric(&mid.encode(), &end.encode()), Ordering::Less);
         // A child created one second later sorts after the parent's ending number.
@@ -348,14 +368,23 @@ mod tests {
             ("", NotDecimal),
             ("abc", NotDecimal),
             ("-1", NotDecimal),
-            ("+49590338271490256608559692538361571095921575989136588898", NotDecimal),
-            ("049590338271490256608559692538361571095921575989136588898", NotDecimal),
+            (
+                "+49590338271490256608559692538361571095921575989136588898",
+                NotDecimal,
+            ),
+            (
+                "049590338271490256608559692538361571095921575989136588898",
+                NotDecimal,
+            ),
             ("0", BadLead(0)),
             ("1", BadLead(0)),
             ("9".repeat(58).leak(), OutOfRange),
             ("9".repeat(200).leak(), OutOfRange),
             // 2^188 - 1: 57 digits, lead byte 0x0f.
-            ("392318858461667547739736838950479151006397215279002157055", BadLead(0x0f)),
+            (
+                "392318858461667547739736838950479151006397215279002157055",
+                BadLead(0x0f),
+            ),
         ];
         for (s, err) in cases {
             assert_eq!(SeqNum::decode(s).as_ref(), Err(err), "{s}");
@@ -371,9 +400,18 @@ mod tests {
         let idx = with_field(&good, OFF_SHARD_INDEX, 0x8000_0001);
         assert_eq!(SeqNum::decode(&idx), Err(ShardIndexTooHigh));
         let nib = with_field(&good, OFF_SHARD_NIBBLE, 0x2);
-        assert_eq!(SeqNum::decode(&nib), Err(ShardIndexMismatch { nibble: 3, index: 1 }));
+        assert_eq!(
+            SeqNum::decode(&nib),
+            Err(ShardIndexMismatch {
+                nibble: 3,
+                index: 1
+            })
+        );
         let late = SeqNum::starting(MAX_SHARD_CREATE_SECS_EXCLUSIVE, 0).encode();
-        assert_eq!(SeqNum::decode(&late), Err(CreateTimeTooLarge(MAX_SHARD_CREATE_SECS_EXCLUSIVE)));
+        assert_eq!(
+            SeqNum::decode(&late),
+            Err(CreateTimeTooLarge(MAX_SHARD_CREATE_SECS_EXCLUSIVE))
+        );
         let ok = SeqNum::starting(MAX_SHARD_CREATE_SECS_EXCLUSIVE - 1, 0);
         assert_eq!(SeqNum::decode(&ok.encode()), Ok(ok));
     }
@@ -390,7 +428,13 @@ mod tests {
         let s = SeqNum::starting(1_600_000_000, 5).encode();
         assert!(SeqNum::decode_for_shard(&s, 5).is_ok());
         let err = SeqNum::decode_for_shard(&s, 6).expect_err("wrong shard");
-        assert_eq!(err, SeqNumError::WrongShard { expected: 6, found: 5 });
+        assert_eq!(
+            err,
+            SeqNumError::WrongShard {
+                expected: 6,
+                found: 5
+            }
+        );
         let k = err.into_kinesis("StartingSequenceNumber");
         assert_eq!(k.kind, ErrorKind::InvalidArgument);
         assert_eq!(
@@ -414,7 +458,10 @@ mod tests {
     fn u192_decimal_round_trip_extremes() {
         let max = U192([u64::MAX; 3]);
         let s = max.to_decimal();
-        assert_eq!(s, "6277101735386680763835789423207666416102355444464034512895");
+        assert_eq!(
+            s,
+            "6277101735386680763835789423207666416102355444464034512895"
+        );
         assert_eq!(U192::from_decimal(s.as_bytes()), Some(max));
         assert_eq!(
             U192::from_decimal(b"6277101735386680763835789423207666416102355444464034512896"),
