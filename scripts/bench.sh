@@ -212,7 +212,7 @@ start_server() {   # target rep -> sets SERVER_PID, PORT, STARTUP_SECS
       wait_ready $((PORT + 10)) 120 || { tail -n 40 "$logf" >&2; die "spate dev did not become ready"; }
       ;;
     kinesalite)
-      "$KINESALITE" --port "$PORT" --createStreamMs 50 --deleteStreamMs 50 --updateStreamMs 50 > "$logf" 2>&1 &
+      "$KINESALITE" --port "$PORT" --createStreamMs 50 --deleteStreamMs 50 --updateStreamMs 50 --shardLimit 1000 > "$logf" 2>&1 &
       SERVER_PID=$!
       wait_tcp "$PORT" 60 || { tail -n 40 "$logf" >&2; die "kinesalite did not start listening"; }
       ;;
@@ -274,7 +274,8 @@ def med(target, scen, key, fn=None):
         if v is not None:
             vals.append(v)
     return (statistics.median(vals), len(vals)) if vals else (None, 0)
-per_cpu = lambda k: (lambda r: r[k] / r["server_cpu_secs"] if r.get("server_cpu_secs") else None)
+# a rate times the measured duration, per server CPU second spent in that scenario
+per_cpu = lambda k: (lambda r: r[k] * r["duration_secs"] / r["server_cpu_secs"] if r.get("server_cpu_secs") else None)
 metrics = [
     ("PutRecords MiB/s (C=PR, 500 x rec)", "put-records", "mib_per_sec", None),
     ("PutRecords records/s", "put-records", "records_per_sec", None),
@@ -306,7 +307,12 @@ if fio:
 hdr = "| metric | " + " | ".join(targets) + (" | spate / kinesalite |" if len(targets) == 2 else " |")
 out.append(hdr)
 out.append("|" + "---|" * (hdr.count("|") - 1))
-fmt = lambda v: "–" if v is None else ("%.3f" % v if abs(v) < 10 else "%.1f" % v if abs(v) < 1000 else "{:,.0f}".format(v))
+def fmt(v):
+    if v is None:
+        return "–"
+    if float(v).is_integer() and abs(v) < 10:
+        return "%d" % v
+    return "%.3f" % v if abs(v) < 10 else "%.1f" % v if abs(v) < 1000 else "{:,.0f}".format(v)
 for name, scen, key, fn in metrics:
     vals = [med(t, scen, key, fn) for t in targets]
     cells = ["%s (n=%d)" % (fmt(v), n) if v is not None else "–" for v, n in vals]

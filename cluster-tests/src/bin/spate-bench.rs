@@ -46,6 +46,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Variant names become the subcommand names (put-records, put-record, put-get).
+#[allow(clippy::enum_variant_names)]
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// C clients x PutRecords batches (default 500 x 1 KiB).
