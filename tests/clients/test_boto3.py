@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import WAIT_SECS, unique_name, wait_active
+from conftest import WAIT_SECS, kinesalite_gap, unique_name, wait_active
 
 MAXH = 2**128 - 1
 SEQ56 = re.compile(r"^\d{56}$")
@@ -120,13 +120,6 @@ def test_create_describe_shapes(kinesis):
         assert isinstance(summ["EnhancedMonitoring"], list)
     finally:
         kinesis.delete_stream(StreamName=name)
-
-
-# Behaviour kinesalite does not implement; with SPATE_TARGET=kinesalite these are
-# expected to fail (strict xfail), everywhere else they must pass.
-kinesalite_gap = pytest.mark.xfail(
-    os.environ.get("SPATE_TARGET") == "kinesalite", reason="not implemented by kinesalite", strict=True
-)
 
 
 @kinesalite_gap
