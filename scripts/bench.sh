@@ -17,6 +17,8 @@
 #   P2G_RATE [200] records/s  P2G_POLL_MS [0]  MAX_REQUESTS [200000]
 #   CARGO_TARGET_DIR [$HOME/.cache/spate/target]  SPATE_BIN [$CARGO_TARGET_DIR/debug/spate]
 #   SKIP_BUILD=1  skip `cargo build`     SKIP_FIO=1  skip the fio measurement
+#   SPATE_ALL_NODES=1  spread spate's clients over nodes 0..2 (ports P, P+1, P+2); put-get
+#                      then writes via node 0 and reads via node 2
 #   BENCH_OUT [$HOME/.cache/spate/bench/<utc time>]  results (JSON lines, logs, table)
 #   BENCH_DATA_ROOT [$HOME/.cache/spate/bench-data]  where server data dirs and the fio file go
 #   KINESALITE_DIR [$HOME/.cache/spate/kinesalite]
@@ -226,7 +228,11 @@ run_scenario() {   # target rep scenario args...
   local target="$1" rep="$2" scen="$3"; shift 3
   local cpu0 cpu1 line
   cpu0="$(server_cpu)"
-  if line="$("$BENCH_BIN" "$scen" --endpoint "http://127.0.0.1:$PORT" --label "$target" \
+  local ep="http://127.0.0.1:$PORT"
+  if [ "$target" = spate ] && [ "${SPATE_ALL_NODES:-0}" = "1" ]; then
+    ep="$ep,http://127.0.0.1:$((PORT + 1)),http://127.0.0.1:$((PORT + 2))"
+  fi
+  if line="$("$BENCH_BIN" "$scen" --endpoint "$ep" --label "$target" \
         --shards "$SHARDS" --duration-secs "$DURATION" --max-requests "$MAX_REQUESTS" \
         --record-size "$RECORD_SIZE" "$@" 2>>"$OUT/bench-$target-rep$rep.err")"; then
     cpu1="$(server_cpu)"

@@ -60,7 +60,8 @@ enum Cmd {
 
 #[derive(Args, Debug, Clone)]
 struct Common {
-    /// Kinesis endpoint; must be a loopback address.
+    /// Kinesis endpoint(s), comma-separated, loopback only. Closed-loop clients are spread
+    /// round-robin over them; put-get writes to the first and reads from the last.
     #[arg(long, default_value = "http://127.0.0.1:4567")]
     endpoint: String,
     /// Stream to use; created if missing.
@@ -193,6 +194,19 @@ impl Conn {
             Ok(Err(r.error_type()))
         }
     }
+}
+
+fn parse_endpoints(eps: &str) -> Result<Vec<SocketAddr>> {
+    let addrs = eps
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(parse_endpoint)
+        .collect::<Result<Vec<_>>>()?;
+    if addrs.is_empty() {
+        bail!("no --endpoint given");
+    }
+    Ok(addrs)
 }
 
 fn parse_endpoint(ep: &str) -> Result<SocketAddr> {
@@ -353,7 +367,7 @@ fn random_b64(rng: &mut impl RngCore, n: usize) -> String {
 /// Run `clients` tasks that each send bodies from `pool` until the deadline or the shared
 /// request budget runs out.
 async fn closed_loop(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     op: &'static str,
     pool: Arc<Vec<Bytes>>,
     common: &Common,
@@ -362,8 +376,8 @@ async fn closed_loop(
     let budget = Arc::new(AtomicU64::new(0));
     let max = common.max_requests;
     let mut conns = Vec::with_capacity(common.clients);
-    for _ in 0..common.clients.max(1) {
-        conns.push(Conn::connect(addr).await?);
+    for i in 0..common.clients.max(1) {
+        conns.push(Conn::connect(addrs[i % addrs.len()]).await?);
     }
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(common.duration_secs);
@@ -437,8 +451,8 @@ async fn put_records(a: PutRecordsArgs) -> Result<Value> {
     if !(1..=500).contains(&a.batch) {
         bail!("--batch must be 1..=500");
     }
-    let addr = parse_endpoint(&c.endpoint)?;
-    ensure_stream(addr, &c.stream, c.shards).await?;
+    let addrs = parse_endpoints(&c.endpoint)?;
+    ensure_stream(addrs[0], &c.stream, c.shards).await?;
     let mut rng = rand::thread_rng();
     let pool: Vec<Bytes> = (0..16)
         .map(|_| {
@@ -453,7 +467,8 @@ async fn put_records(a: PutRecordsArgs) -> Result<Value> {
         .collect();
     let body_bytes = pool[0].len();
     let cpu0 = cpu_secs();
-    let (stats, secs) = closed_loop(addr, "PutRecords", Arc::new(pool), c, a.batch as u64).await?;
+    let (stats, secs) =
+        closed_loop(&addrs, "PutRecords", Arc::new(pool), c, a.batch as u64).await?;
     let cpu = cpu_secs() - cpu0;
     let s = merge(stats);
     let records = s.ok * a.batch as u64 - s.failed_records.min(s.ok * a.batch as u64);
@@ -476,8 +491,8 @@ async fn put_records(a: PutRecordsArgs) -> Result<Value> {
 }
 
 async fn put_record(c: Common) -> Result<Value> {
-    let addr = parse_endpoint(&c.endpoint)?;
-    ensure_stream(addr, &c.stream, c.shards).await?;
+    let addrs = parse_endpoints(&c.endpoint)?;
+    ensure_stream(addrs[0], &c.stream, c.shards).await?;
     let mut rng = rand::thread_rng();
     let pool: Vec<Bytes> = (0..256)
         .map(|_| {
@@ -489,7 +504,7 @@ async fn put_record(c: Common) -> Result<Value> {
         })
         .collect();
     let cpu0 = cpu_secs();
-    let (stats, secs) = closed_loop(addr, "PutRecord", Arc::new(pool), &c, 1).await?;
+    let (stats, secs) = closed_loop(&addrs, "PutRecord", Arc::new(pool), &c, 1).await?;
     let cpu = cpu_secs() - cpu0;
     let s = merge(stats);
     let mut out = json!({
@@ -527,12 +542,12 @@ async fn put_get(a: PutGetArgs) -> Result<Value> {
     if c.record_size < 16 {
         bail!("--record-size must be >= 16 for put-get (timestamp + id header)");
     }
-    let addr = parse_endpoint(&c.endpoint)?;
-    ensure_stream(addr, &c.stream, c.shards).await?;
-    let shard = first_open_shard(addr, &c.stream).await?;
+    let addrs = parse_endpoints(&c.endpoint)?;
+    ensure_stream(addrs[0], &c.stream, c.shards).await?;
+    let shard = first_open_shard(addrs[0], &c.stream).await?;
 
     // Reader: iterator at LATEST, taken before the first put.
-    let mut reader = Conn::connect(addr).await?;
+    let mut reader = Conn::connect(addrs[addrs.len() - 1]).await?;
     let it = reader
         .call_json(
             "GetShardIterator",
@@ -555,7 +570,7 @@ async fn put_get(a: PutGetArgs) -> Result<Value> {
         let c = c.clone();
         let sent = sent.clone();
         let producer_done = producer_done.clone();
-        let mut conn = Conn::connect(addr).await?;
+        let mut conn = Conn::connect(addrs[0]).await?;
         let pad = vec![0x5au8; c.record_size - 16];
         tokio::spawn(async move {
             let mut st = TaskStats::default();
