@@ -130,7 +130,7 @@ for _ in range(200):
     p = random.randint(20000, 50000)
     socks = []
     try:
-        for q in (p, p + 1, p + 2, p + 10, p + 11, p + 12):
+        for q in (p, p + 1, p + 2, p + 10, p + 11, p + 12, p + 20, p + 21, p + 22):
             s = socket.socket(); s.bind(("127.0.0.1", q)); socks.append(s)
     except OSError:
         continue

@@ -81,14 +81,14 @@ if [ -n "${SPATE_ENDPOINT:-}" ]; then
 else
   BIN="${SPATE_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/spate/target}/debug/spate}"
   [ -x "$BIN" ] || die "spate binary not found at $BIN (build it with: cargo build -p spate-node, or set SPATE_BIN)"
-  # A base port P with P, P+1, P+2 (API) and P+10..P+12 (admin) all free.
+  # A base port P with P..P+2 (API), P+10..P+12 (admin) and P+20..P+22 (peers) all free.
   PORT="$("$PY" - <<'PY'
 import random, socket, sys
 for _ in range(200):
     p = random.randint(20000, 50000)
     socks = []
     try:
-        for q in (p, p + 1, p + 2, p + 10, p + 11, p + 12):
+        for q in (p, p + 1, p + 2, p + 10, p + 11, p + 12, p + 20, p + 21, p + 22):
             s = socket.socket(); s.bind(("127.0.0.1", q)); socks.append(s)
     except OSError:
         continue
