@@ -20,7 +20,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -82,6 +82,9 @@ struct Common {
     /// Payload bytes per record.
     #[arg(long, default_value_t = 1024)]
     record_size: usize,
+    /// Per-request timeout; a request that takes longer counts as an error.
+    #[arg(long, default_value_t = 60.0)]
+    request_timeout_secs: f64,
     /// Free-form label copied into the JSON summary (e.g. "spate" or "kinesalite").
     #[arg(long, default_value = "")]
     label: String,
@@ -135,6 +138,9 @@ impl Reply {
     }
 }
 
+/// Per-request timeout (`--request-timeout-secs`), set once in `run`.
+static REQUEST_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+
 const AUTH: &str =
     "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20250101/us-east-1/kinesis/aws4_request, \
 SignedHeaders=content-type;host;x-amz-date;x-amz-target, \
@@ -163,6 +169,13 @@ impl Conn {
     }
 
     async fn call(&mut self, op: &str, body: Bytes) -> Result<Reply> {
+        let limit = *REQUEST_TIMEOUT.get_or_init(|| Duration::from_secs(60));
+        tokio::time::timeout(limit, self.call_inner(op, body))
+            .await
+            .map_err(|_| anyhow!("{op} timed out after {limit:?}"))?
+    }
+
+    async fn call_inner(&mut self, op: &str, body: Bytes) -> Result<Reply> {
         self.sender.ready().await.context("connection closed")?;
         let req = Request::post("/")
             .header("host", &self.host)
@@ -706,6 +719,15 @@ async fn put_get(a: PutGetArgs) -> Result<Value> {
 }
 
 fn run(cli: Cli) -> Result<Value> {
+    let common = match &cli.cmd {
+        Cmd::PutRecords(a) => &a.common,
+        Cmd::PutRecord(c) => c,
+        Cmd::PutGet(a) => &a.common,
+    };
+    if !common.request_timeout_secs.is_finite() || common.request_timeout_secs <= 0.0 {
+        bail!("--request-timeout-secs must be > 0");
+    }
+    let _ = REQUEST_TIMEOUT.set(Duration::from_secs_f64(common.request_timeout_secs));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
