@@ -140,9 +140,14 @@ def test_list_streams(kinesis, stream_factory):
     b = stream_factory(1)
     names = []
     r = kinesis.list_streams()
-    assert isinstance(r["HasMoreStreams"], bool)
-    names += r["StreamNames"]
+    for _ in range(100):  # follow pages: other streams may exist on the server
+        assert isinstance(r["HasMoreStreams"], bool)
+        names += r["StreamNames"]
+        if not r["HasMoreStreams"]:
+            break
+        r = kinesis.list_streams(ExclusiveStartStreamName=names[-1])
     assert a in names and b in names
+    assert len(names) == len(set(names)), "a stream listed twice across pages"
     assert names == sorted(names), "StreamNames should be in lexicographic order"
     # Limit + ExclusiveStartStreamName pagination
     first = kinesis.list_streams(Limit=1)
