@@ -33,6 +33,8 @@ pub struct Node {
     pub id: u64,
     pub meta: MetaHandle,
     pub shards: Arc<ShardManager>,
+    /// The Kinesis API backend of this node (also used by in-process tests).
+    pub backend: Arc<ClusterBackend>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     flusher: Flusher,
@@ -47,8 +49,6 @@ impl Node {
     /// Starts a node from its configuration.
     pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         let id = cfg.node.id;
-        let span = tracing::info_span!("node", id);
-        let _g = span.enter();
         std::fs::create_dir_all(&cfg.node.data_dir)?;
         let db = db::open(&cfg.node.data_dir.join("db"))?;
         let flusher = Flusher::start(db.clone());
@@ -115,8 +115,9 @@ impl Node {
         ));
         let api_listener = TcpListener::bind(&cfg.listen.api).await?;
         let stop = stopped(stop_rx.clone());
+        let api_backend = backend.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::api::serve(api_listener, backend, stop).await {
+            if let Err(e) = crate::api::serve(api_listener, api_backend, stop).await {
                 tracing::error!(error = %e, "Kinesis API server failed");
             }
         }));
@@ -132,7 +133,7 @@ impl Node {
         }));
 
         tracing::info!(api = %cfg.listen.api, peer = %cfg.listen.peer, admin = %cfg.listen.admin, zone = %cfg.node.zone, "node started");
-        Ok(Node { id, meta, shards, stop_tx, tasks, flusher })
+        Ok(Node { id, meta, shards, backend, stop_tx, tasks, flusher })
     }
 
     /// Stops serving, shuts every Raft group down and syncs the WAL.
