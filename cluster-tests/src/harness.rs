@@ -340,6 +340,44 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM every running node at once, then wait for each to exit (SIGKILL after `grace`).
+    pub fn terminate_all(&mut self, grace: Duration) -> Result<Vec<std::process::ExitStatus>> {
+        let running: Vec<usize> = (0..self.len())
+            .filter(|&i| self.nodes[i].child.is_some())
+            .collect();
+        for &i in &running {
+            let _ = self.signal(i, libc::SIGCONT);
+            self.signal(i, libc::SIGTERM)?;
+        }
+        let deadline = Instant::now() + grace;
+        let mut statuses = Vec::new();
+        for i in running {
+            let mut c = self.nodes[i].child.take().expect("running");
+            loop {
+                if let Some(st) = c.try_wait()? {
+                    statuses.push(st);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    eprintln!("node {i} did not exit within {grace:?} of SIGTERM; SIGKILL");
+                    let _ = c.kill();
+                    statuses.push(c.wait()?);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(statuses)
+    }
+
+    /// SIGKILL every running node.
+    pub fn kill_all(&mut self) -> Result<()> {
+        for i in 0..self.len() {
+            self.kill(i)?;
+        }
+        Ok(())
+    }
+
     /// SIGSTOP a node.
     pub fn pause(&self, node: usize) -> Result<()> {
         self.signal(node, libc::SIGSTOP)
