@@ -7,9 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 
-use crate::client::{
-    parse_error, IteratorType, KinesisClient, JSON_CONTENT_TYPE, TARGET_PREFIX,
-};
+use crate::client::{parse_error, IteratorType, KinesisClient, JSON_CONTENT_TYPE, TARGET_PREFIX};
 
 /// One bad request and its expected answer.
 #[derive(Debug, Clone)]

@@ -437,7 +437,11 @@ impl KinesisClient {
         loop {
             all.append(&mut out.shards);
             match out.next_token.take() {
-                Some(t) => out = self.call_typed("ListShards", &json!({"NextToken": t})).await?,
+                Some(t) => {
+                    out = self
+                        .call_typed("ListShards", &json!({"NextToken": t}))
+                        .await?
+                }
                 None => return Ok(all),
             }
         }
@@ -451,7 +455,8 @@ impl KinesisClient {
         data: &[u8],
         explicit_hash_key: Option<&str>,
     ) -> KResult<PutRecordOutput> {
-        let mut body = json!({"StreamName": stream, "PartitionKey": partition_key, "Data": b64(data)});
+        let mut body =
+            json!({"StreamName": stream, "PartitionKey": partition_key, "Data": b64(data)});
         if let Some(h) = explicit_hash_key {
             body["ExplicitHashKey"] = json!(h);
         }
@@ -459,7 +464,11 @@ impl KinesisClient {
     }
 
     /// `PutRecords`; per-record failures are in the output, not an `Err`.
-    pub async fn put_records(&self, stream: &str, entries: &[PutEntry]) -> KResult<PutRecordsOutput> {
+    pub async fn put_records(
+        &self,
+        stream: &str,
+        entries: &[PutEntry],
+    ) -> KResult<PutRecordsOutput> {
         let records: Vec<Value> = entries
             .iter()
             .map(|e| {
@@ -519,7 +528,11 @@ impl KinesisClient {
     }
 
     /// `GetRecords` with an optional `Limit`.
-    pub async fn get_records(&self, iterator: &str, limit: Option<u32>) -> KResult<GetRecordsOutput> {
+    pub async fn get_records(
+        &self,
+        iterator: &str,
+        limit: Option<u32>,
+    ) -> KResult<GetRecordsOutput> {
         let mut body = json!({"ShardIterator": iterator});
         if let Some(l) = limit {
             body["Limit"] = json!(l);
@@ -567,7 +580,12 @@ pub fn parse_error(raw: &RawResponse) -> KinesisError {
         .and_then(|b| b.get("message").or_else(|| b.get("Message")))
         .and_then(Value::as_str)
         .map(str::to_string)
-        .unwrap_or_else(|| String::from_utf8_lossy(&raw.body).chars().take(500).collect());
+        .unwrap_or_else(|| {
+            String::from_utf8_lossy(&raw.body)
+                .chars()
+                .take(500)
+                .collect()
+        });
     KinesisError {
         status: Some(raw.status),
         kind,

@@ -153,7 +153,9 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let bin = spate_bin()?;
-        let dir = tempfile::Builder::new().prefix("spate-cluster-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("spate-cluster-")
+            .tempdir()?;
         let ports = free_ports(opts.nodes * 3)?;
         let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let nodes: Vec<Node> = (0..opts.nodes)

@@ -116,8 +116,9 @@ fn wrong_seq_is_caught() {
     h.final_read[1].records[1].seq = seq(6);
     let v = only(&h);
     assert!(
-        v.iter()
-            .any(|x| matches!(x, Violation::WrongAckPosition { payload_id, .. } if payload_id == "p5")),
+        v.iter().any(
+            |x| matches!(x, Violation::WrongAckPosition { payload_id, .. } if payload_id == "p5")
+        ),
         "{v:?}"
     );
 }
@@ -130,9 +131,9 @@ fn different_payload_at_acked_seq_is_caught() {
         seq: seq(3),
     };
     let v = only(&h);
-    assert!(v
-        .iter()
-        .any(|x| matches!(x, Violation::WrongAckPosition { payload_id, .. } if payload_id == "p5")));
+    assert!(v.iter().any(
+        |x| matches!(x, Violation::WrongAckPosition { payload_id, .. } if payload_id == "p5")
+    ));
 }
 
 #[test]
@@ -156,7 +157,10 @@ fn reader_going_backwards_is_caught() {
         record: rec(S0, 1, "a", "p1", 0),
     });
     let v = only(&h);
-    assert!(matches!(&v[..], [Violation::ReaderWentBackwards { .. }]), "{v:?}");
+    assert!(
+        matches!(&v[..], [Violation::ReaderWentBackwards { .. }]),
+        "{v:?}"
+    );
 }
 
 #[test]
@@ -175,7 +179,9 @@ fn non_increasing_seq_is_caught() {
     let mut h = clean();
     h.final_read[0].records.swap(1, 2);
     let v = only(&h);
-    assert!(v.iter().any(|x| matches!(x, Violation::NonIncreasingSeq { .. })));
+    assert!(v
+        .iter()
+        .any(|x| matches!(x, Violation::NonIncreasingSeq { .. })));
     // Equal numbers are not increasing either.
     let mut h = clean();
     h.attempts[4].outcome = Outcome::Ok {
@@ -184,7 +190,9 @@ fn non_increasing_seq_is_caught() {
     };
     h.final_read[1].records[1].seq = seq(1);
     let v = only(&h);
-    assert!(v.iter().any(|x| matches!(x, Violation::NonIncreasingSeq { .. })));
+    assert!(v
+        .iter()
+        .any(|x| matches!(x, Violation::NonIncreasingSeq { .. })));
 }
 
 #[test]
@@ -234,7 +242,9 @@ fn unacked_unknown_record_may_appear_once() {
 #[test]
 fn phantom_record_is_caught() {
     let mut h = clean();
-    h.final_read[0].records.push(rec(S0, 9, "z", "never-written", 0));
+    h.final_read[0]
+        .records
+        .push(rec(S0, 9, "z", "never-written", 0));
     let v = only(&h);
     assert!(matches!(&v[..], [Violation::Phantom { .. }]));
 }
@@ -245,7 +255,10 @@ fn child_before_parent_is_caught() {
     h.final_read[1].parents = vec![S0.into()];
     // Child's first number (1) is below the parent's last (3).
     let v = only(&h);
-    assert!(matches!(&v[..], [Violation::ChildBeforeParent { .. }]), "{v:?}");
+    assert!(
+        matches!(&v[..], [Violation::ChildBeforeParent { .. }]),
+        "{v:?}"
+    );
     let mut h = clean();
     h.final_read[0].parents = vec![S1.into()];
     let v = only(&h);

@@ -178,7 +178,7 @@ pub async fn run_writer(o: WriterOpts, rec: Arc<Recorder>, stop: Arc<AtomicBool>
         if ready.is_empty() {
             break;
         }
-        let single = o.single_every > 0 && round % o.single_every == 0;
+        let single = round.checked_rem(o.single_every) == Some(0);
         let mut had_error = false;
         let client = o.endpoints[ep].clone();
         if single {
@@ -266,7 +266,9 @@ pub async fn run_writer(o: WriterOpts, rec: Arc<Recorder>, stop: Arc<AtomicBool>
                                 shard_id: s.clone(),
                                 seq: q.clone(),
                             },
-                            (_, _, Some(code)) if code == "ProvisionedThroughputExceededException" => {
+                            (_, _, Some(code))
+                                if code == "ProvisionedThroughputExceededException" =>
+                            {
                                 Outcome::Failed(code.clone())
                             }
                             _ => Outcome::Unknown(format!(
@@ -343,7 +345,10 @@ pub async fn run_tailer(
                 }
             }
         }
-        match c.get_records(it.as_deref().expect("iterator"), Some(1000)).await {
+        match c
+            .get_records(it.as_deref().expect("iterator"), Some(1000))
+            .await
+        {
             Ok(out) => {
                 for r in &out.records {
                     rec.observe(&reader, decode(&shard_id, r));
@@ -366,7 +371,10 @@ pub async fn run_tailer(
 }
 
 fn shard_index(id: &str) -> u64 {
-    id.rsplit('-').next().and_then(|n| n.parse().ok()).unwrap_or(u64::MAX)
+    id.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX)
 }
 
 /// Read every shard of `stream` from TRIM_HORIZON to its current end, parents before children.

@@ -30,16 +30,28 @@ async fn client_operations() {
     let c = KinesisClient::new(&url);
     let stream = format!("ctest-ops-{}", rand::random::<u32>());
     c.create_stream(&stream, 2).await.expect("create");
-    let dup = c.create_stream(&stream, 2).await.expect_err("duplicate create");
+    let dup = c
+        .create_stream(&stream, 2)
+        .await
+        .expect_err("duplicate create");
     assert_eq!(dup.kind, "ResourceInUseException", "{dup}");
-    c.wait_active(&stream, Duration::from_secs(10)).await.expect("active");
+    c.wait_active(&stream, Duration::from_secs(10))
+        .await
+        .expect("active");
     let s = c.describe_stream_summary(&stream).await.expect("describe");
     assert_eq!(s.stream_status, "ACTIVE");
     assert_eq!(s.open_shard_count, Some(2));
-    assert!(s.stream_arn.ends_with(&format!(":stream/{stream}")), "{}", s.stream_arn);
+    assert!(
+        s.stream_arn.ends_with(&format!(":stream/{stream}")),
+        "{}",
+        s.stream_arn
+    );
     let shards = c.list_shards(&stream).await.expect("list shards");
     assert_eq!(
-        shards.iter().map(|s| s.shard_id.as_str()).collect::<Vec<_>>(),
+        shards
+            .iter()
+            .map(|s| s.shard_id.as_str())
+            .collect::<Vec<_>>(),
         ["shardId-000000000000", "shardId-000000000001"]
     );
 
@@ -76,18 +88,29 @@ async fn client_operations() {
         .await
         .expect("after iterator");
     let rest = c.get_records(&after, None).await.expect("get after");
-    assert!(rest.records.iter().all(|r| r.sequence_number != a.sequence_number));
+    assert!(rest
+        .records
+        .iter()
+        .all(|r| r.sequence_number != a.sequence_number));
     let latest = c
         .get_shard_iterator(&stream, "shardId-000000000000", &IteratorType::Latest)
         .await
         .expect("latest");
-    assert!(c.get_records(&latest, None).await.expect("get").records.is_empty());
+    assert!(c
+        .get_records(&latest, None)
+        .await
+        .expect("get")
+        .records
+        .is_empty());
 
     let nf = c
         .describe_stream_summary("no-such-stream-ctest")
         .await
         .expect_err("unknown stream");
-    assert_eq!((nf.status, nf.kind.as_str()), (Some(400), "ResourceNotFoundException"));
+    assert_eq!(
+        (nf.status, nf.kind.as_str()),
+        (Some(400), "ResourceNotFoundException")
+    );
     assert!(!nf.is_transient() && !nf.outcome_unknown());
 
     bad_input::run(&c, &stream).await.expect("bad input");
@@ -100,7 +123,9 @@ async fn workload_history_is_clean_and_tampering_is_caught() {
     let c = KinesisClient::new(&url);
     let stream = format!("ctest-wl-{}", rand::random::<u32>());
     c.create_stream(&stream, 2).await.expect("create");
-    c.wait_active(&stream, Duration::from_secs(10)).await.expect("active");
+    c.wait_active(&stream, Duration::from_secs(10))
+        .await
+        .expect("active");
     let shard_ids: Vec<String> = c
         .list_shards(&stream)
         .await
@@ -126,7 +151,11 @@ async fn workload_history_is_clean_and_tampering_is_caught() {
     let acked: usize = stats.iter().map(|s| s.acked).sum();
     assert_eq!(acked, 1200, "{stats:?}");
     let per_shard = wl.acks_per_shard();
-    assert_eq!(per_shard.len(), 2, "keys must spread over both shards: {per_shard:?}");
+    assert_eq!(
+        per_shard.len(),
+        2,
+        "keys must spread over both shards: {per_shard:?}"
+    );
     eprintln!("acks per shard {per_shard:?}, tailers saw {seen:?}");
     assert!(seen.iter().sum::<usize>() > 0);
 
