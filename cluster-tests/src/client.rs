@@ -385,6 +385,26 @@ impl KinesisClient {
         .map(|_| ())
     }
 
+    /// Create a stream (retrying transient errors; `ResourceInUseException` after a retried
+    /// attempt counts as created) and wait until it is ACTIVE.
+    pub async fn ensure_stream(
+        &self,
+        name: &str,
+        shard_count: u32,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let (res, attempts) = retry(&RetryPolicy::default(), |_| {
+            self.create_stream(name, shard_count)
+        })
+        .await;
+        match res {
+            Ok(()) => {}
+            Err(e) if e.kind == "ResourceInUseException" && attempts.len() > 1 => {}
+            Err(e) => anyhow::bail!("CreateStream {name}: {e} (attempts: {attempts:?})"),
+        }
+        self.wait_active(name, timeout).await
+    }
+
     /// `DeleteStream`.
     pub async fn delete_stream(&self, name: &str) -> KResult<()> {
         self.call("DeleteStream", &json!({"StreamName": name}))

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use spate_cluster_tests::bad_input;
-use spate_cluster_tests::client::{retry, RetryPolicy};
 use spate_cluster_tests::harness::{Cluster, ClusterOpts};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,9 +23,7 @@ async fn bad_input_is_rejected_and_the_cluster_keeps_serving() {
 async fn scenario(cluster: &Cluster) -> anyhow::Result<()> {
     let stream = "bad-input";
     let c0 = cluster.client(0);
-    let (res, _) = retry(&RetryPolicy::default(), |_| c0.create_stream(stream, 1)).await;
-    res?;
-    c0.wait_active(stream, Duration::from_secs(30)).await?;
+    c0.ensure_stream(stream, 1, Duration::from_secs(30)).await?;
     for node in 0..cluster.len() {
         let c = cluster.client(node);
         c.wait_active(stream, Duration::from_secs(30)).await?;

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use spate_cluster_tests::client::{retry, RetryPolicy};
 use spate_cluster_tests::harness::{Cluster, ClusterOpts};
 use spate_cluster_tests::history::{check, Outcome, ProducerAttempt};
 use spate_cluster_tests::workload::{encode_payload, final_read, Recorder, Workload, WorkloadOpts};
@@ -76,9 +75,7 @@ async fn probe_shard0(cluster: &Cluster, skip: usize, rec: &Recorder) -> Result<
 
 async fn scenario(cluster: &mut Cluster) -> Result<()> {
     let c0 = cluster.client(0);
-    let (res, _) = retry(&RetryPolicy::default(), |_| c0.create_stream(STREAM, 2)).await;
-    res.context("CreateStream")?;
-    c0.wait_active(STREAM, Duration::from_secs(30)).await?;
+    c0.ensure_stream(STREAM, 2, Duration::from_secs(30)).await?;
     let shard_ids: Vec<String> = c0
         .list_shards(STREAM)
         .await?

@@ -3,6 +3,7 @@
 //! every acknowledged record is still there with identical sequence numbers, and the cluster
 //! accepts writes again.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
@@ -64,13 +65,10 @@ fn records_of(read: &[ShardRead]) -> Positions {
 async fn scenario(cluster: &mut Cluster, stop: Stop) -> Result<()> {
     let c0 = cluster.client(0);
     let streams = [("restart-one", 1u32), ("restart-three", 3u32)];
-    for (name, shards) in streams {
-        let (res, _) = retry(&RetryPolicy::default(), |_| c0.create_stream(name, shards)).await;
-        res.with_context(|| format!("CreateStream {name}"))?;
-    }
     let mut before = Vec::new();
-    for (name, _) in streams {
-        c0.wait_active(name, Duration::from_secs(30)).await?;
+    for (name, shard_count) in streams {
+        c0.ensure_stream(name, shard_count, Duration::from_secs(30))
+            .await?;
         let shards = c0.list_shards(name).await?;
         let ids: Vec<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
         let opts = WorkloadOpts {
@@ -105,6 +103,11 @@ async fn scenario(cluster: &mut Cluster, stop: Stop) -> Result<()> {
         Stop::Term => {
             let st = cluster.terminate_all(Duration::from_secs(30))?;
             eprintln!("SIGTERM exit statuses: {st:?}");
+            // Graceful shutdown must finish within the grace period (no SIGKILL needed).
+            ensure!(
+                st.iter().all(|s| s.signal() != Some(libc::SIGKILL)),
+                "a node ignored SIGTERM for 30 s: {st:?}"
+            );
         }
         Stop::Kill => cluster.kill_all()?,
     }
