@@ -7,13 +7,16 @@
 //! ([`KinesisError::outcome_unknown`] is false) or possibly applied. [`retry`] retries transient
 //! errors and records every attempt.
 
-use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
+
+pub use crate::retry::{retry, Attempt, RetryPolicy};
+use crate::types::RawGetRecords;
+pub use crate::types::*;
 
 /// The JSON 1.1 content type.
 pub const JSON_CONTENT_TYPE: &str = "application/x-amz-json-1.1";
@@ -103,137 +106,6 @@ pub type KResult<T> = Result<T, KinesisError>;
 pub struct KinesisClient {
     http: reqwest::Client,
     endpoint: String,
-}
-
-/// `DescribeStreamSummary` output (the fields tests use).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct StreamSummary {
-    pub stream_name: String,
-    #[serde(rename = "StreamARN")]
-    pub stream_arn: String,
-    pub stream_status: String,
-    #[serde(default)]
-    pub open_shard_count: Option<u64>,
-}
-
-/// One shard as listed by `ListShards`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub struct Shard {
-    pub shard_id: String,
-    #[serde(default)]
-    pub parent_shard_id: Option<String>,
-    #[serde(default)]
-    pub adjacent_parent_shard_id: Option<String>,
-    pub hash_key_range: HashKeyRange,
-    pub sequence_number_range: SequenceNumberRange,
-}
-
-/// A shard's hash key range (decimal strings).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub struct HashKeyRange {
-    pub starting_hash_key: String,
-    pub ending_hash_key: String,
-}
-
-/// A shard's sequence number range.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-pub struct SequenceNumberRange {
-    pub starting_sequence_number: String,
-    #[serde(default)]
-    pub ending_sequence_number: Option<String>,
-}
-
-/// `PutRecord` output.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct PutRecordOutput {
-    pub shard_id: String,
-    pub sequence_number: String,
-}
-
-/// One entry of a `PutRecords` request.
-#[derive(Debug, Clone)]
-pub struct PutEntry {
-    pub partition_key: String,
-    pub data: Vec<u8>,
-    pub explicit_hash_key: Option<String>,
-}
-
-/// One entry of a `PutRecords` response: either shard id + sequence number, or an error code.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct PutRecordsResultEntry {
-    #[serde(default)]
-    pub shard_id: Option<String>,
-    #[serde(default)]
-    pub sequence_number: Option<String>,
-    #[serde(default)]
-    pub error_code: Option<String>,
-    #[serde(default)]
-    pub error_message: Option<String>,
-}
-
-/// `PutRecords` output.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct PutRecordsOutput {
-    #[serde(default)]
-    pub failed_record_count: u64,
-    pub records: Vec<PutRecordsResultEntry>,
-}
-
-/// Where a shard iterator starts.
-#[derive(Debug, Clone)]
-pub enum IteratorType {
-    TrimHorizon,
-    Latest,
-    AtSequenceNumber(String),
-    AfterSequenceNumber(String),
-}
-
-/// A record returned by `GetRecords` (data already base64-decoded).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub sequence_number: String,
-    pub partition_key: String,
-    pub data: Vec<u8>,
-    pub approximate_arrival_timestamp: Option<f64>,
-}
-
-/// `GetRecords` output.
-#[derive(Debug, Clone)]
-pub struct GetRecordsOutput {
-    pub records: Vec<Record>,
-    pub next_shard_iterator: Option<String>,
-    pub millis_behind_latest: Option<u64>,
-    pub child_shards: Vec<Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RawRecord {
-    sequence_number: String,
-    partition_key: String,
-    data: String,
-    #[serde(default)]
-    approximate_arrival_timestamp: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct RawGetRecords {
-    #[serde(default)]
-    records: Vec<RawRecord>,
-    #[serde(default)]
-    next_shard_iterator: Option<String>,
-    #[serde(default)]
-    millis_behind_latest: Option<u64>,
-    #[serde(default)]
-    child_shards: Vec<Value>,
 }
 
 /// The raw answer of a request: HTTP status and body bytes.
@@ -611,85 +483,6 @@ pub fn parse_error(raw: &RawResponse) -> KinesisError {
         kind,
         message,
         not_sent: false,
-    }
-}
-
-/// One attempt made by [`retry`].
-#[derive(Debug, Clone, Serialize)]
-pub struct Attempt {
-    /// 1-based attempt number.
-    pub n: u32,
-    /// When the attempt started, relative to the first attempt.
-    pub started_after: Duration,
-    /// How long the attempt took.
-    pub took: Duration,
-    /// `None` on success, else the error text.
-    pub error: Option<String>,
-    /// Whether the failed attempt may have been applied.
-    pub outcome_unknown: bool,
-}
-
-/// How [`retry`] retries.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Give up once this much time has passed since the first attempt.
-    pub deadline: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 60,
-            initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(1),
-            deadline: Duration::from_secs(30),
-        }
-    }
-}
-
-/// Run `f(attempt_number)` until it succeeds, fails with a non-transient error, or the policy is
-/// exhausted. Returns the final result and every attempt made.
-pub async fn retry<T, F, Fut>(policy: &RetryPolicy, mut f: F) -> (KResult<T>, Vec<Attempt>)
-where
-    F: FnMut(u32) -> Fut,
-    Fut: Future<Output = KResult<T>>,
-{
-    let start = Instant::now();
-    let mut attempts = Vec::new();
-    let mut backoff = policy.initial_backoff;
-    let mut n = 0;
-    loop {
-        n += 1;
-        let t0 = Instant::now();
-        let res = f(n).await;
-        let mut rec = Attempt {
-            n,
-            started_after: t0 - start,
-            took: t0.elapsed(),
-            error: None,
-            outcome_unknown: false,
-        };
-        match res {
-            Ok(v) => {
-                attempts.push(rec);
-                return (Ok(v), attempts);
-            }
-            Err(e) => {
-                rec.error = Some(e.to_string());
-                rec.outcome_unknown = e.outcome_unknown();
-                attempts.push(rec);
-                let exhausted = n >= policy.max_attempts || start.elapsed() >= policy.deadline;
-                if !e.is_transient() || exhausted {
-                    return (Err(e), attempts);
-                }
-            }
-        }
-        let jitter = rand::random::<f64>() * 0.5 + 0.75;
-        tokio::time::sleep(backoff.mul_f64(jitter)).await;
-        backoff = (backoff * 2).min(policy.max_backoff);
     }
 }
 

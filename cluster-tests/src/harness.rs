@@ -105,6 +105,7 @@ pub fn spate_bin() -> Result<PathBuf> {
     if let Ok(home) = std::env::var("HOME") {
         candidates.push(PathBuf::from(home).join(".cache/spate/target/debug/spate"));
     }
+    candidates.dedup();
     for c in &candidates {
         if c.is_file() {
             return Ok(c.clone());
