@@ -171,6 +171,20 @@ impl KinesisClient {
         }
     }
 
+    /// A client that speaks HTTP/2 over cleartext (h2c, prior knowledge) to `endpoint`.
+    pub fn h2c(endpoint: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .expect("reqwest client");
+        KinesisClient {
+            http,
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+        }
+    }
+
     /// The endpoint this client talks to.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

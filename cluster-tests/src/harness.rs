@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -24,7 +24,32 @@ use serde::Deserialize;
 
 use crate::client::KinesisClient;
 
-static ONE_CLUSTER_AT_A_TIME: Mutex<()> = Mutex::new(());
+static CLUSTER_RUNNING: Mutex<bool> = Mutex::new(false);
+static CLUSTER_DONE: Condvar = Condvar::new();
+
+/// Held by a running [`Cluster`]: one cluster per test process at a time (a `Send` guard, so a
+/// cluster can move between threads).
+struct ClusterSlot;
+
+impl ClusterSlot {
+    fn acquire() -> ClusterSlot {
+        let mut running = CLUSTER_RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+        while *running {
+            running = CLUSTER_DONE
+                .wait(running)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *running = true;
+        ClusterSlot
+    }
+}
+
+impl Drop for ClusterSlot {
+    fn drop(&mut self) {
+        *CLUSTER_RUNNING.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        CLUSTER_DONE.notify_one();
+    }
+}
 
 /// Options for [`Cluster::start`].
 #[derive(Debug, Clone)]
@@ -79,7 +104,7 @@ pub struct Cluster {
     opts: ClusterOpts,
     nodes: Vec<Node>,
     http: reqwest::Client,
-    _lock: MutexGuard<'static, ()>,
+    _slot: ClusterSlot,
 }
 
 /// Where the `spate` binary is: `SPATE_BIN`, `$CARGO_TARGET_DIR/debug/spate`, next to the test
@@ -150,9 +175,7 @@ pub fn tail(path: &Path, lines: usize) -> String {
 impl Cluster {
     /// Start a cluster and wait until every node is ready.
     pub async fn start(opts: ClusterOpts) -> Result<Cluster> {
-        let lock = ONE_CLUSTER_AT_A_TIME
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let slot = ClusterSlot::acquire();
         let bin = spate_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("spate-cluster-")
@@ -207,7 +230,7 @@ impl Cluster {
             opts,
             nodes,
             http,
-            _lock: lock,
+            _slot: slot,
         };
         for i in 0..c.nodes.len() {
             c.spawn(i)?;
