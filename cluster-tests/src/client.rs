@@ -79,7 +79,6 @@ impl KinesisError {
                     | "InternalFailure"
                     | "InternalFailureException"
                     | "ProvisionedThroughputExceededException"
-                    | "LimitExceededException"
                     | "ThrottlingException"
             ),
         }
