@@ -475,7 +475,12 @@ impl Cluster {
     /// This node's view of the shard replicas it hosts (`GET /v1/shards`).
     pub async fn shards(&self, node: usize) -> Result<Vec<ShardReplica>> {
         let url = format!("{}/v1/shards", self.admin_url(node));
-        let resp = self.http.get(&url).send().await?;
+        let resp = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await?;
         let status = resp.status();
         let body = resp.text().await?;
         if !status.is_success() {
