@@ -1,1 +1,19 @@
-//! placeholder
+//! Real-process cluster tests for Spate.
+//!
+//! This crate deliberately depends on no other workspace crate: it drives the `spate` binary as
+//! separate processes over HTTP, exactly as users and operators do.
+//!
+//! * [`harness`] starts, kills, pauses and restarts `spate` nodes on loopback.
+//! * [`client`] is a minimal Kinesis JSON 1.1 client with timeouts ([`types`] holds its wire
+//!   shapes); [`retry`] retries transient errors and records every attempt.
+//! * [`workload`] runs producers that log every attempt, tailing readers and the final read.
+//! * [`history`] checks the resulting history for lost, vanished, duplicated or reordered records.
+//! * [`bad_input`] holds the malformed-request checks shared by the cluster and emulator tests.
+
+pub mod bad_input;
+pub mod client;
+pub mod harness;
+pub mod history;
+pub mod retry;
+pub mod types;
+pub mod workload;
