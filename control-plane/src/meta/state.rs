@@ -118,6 +118,20 @@ pub enum MetaCommand {
     DeleteStream { name: String },
 }
 
+impl std::fmt::Display for MetaCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetaCommand::Bootstrap { nodes, .. } => write!(f, "Bootstrap({} nodes)", nodes.len()),
+            MetaCommand::RegisterNode { node } => write!(f, "RegisterNode({})", node.id),
+            MetaCommand::CreateStream { name, hash_ranges, .. } => {
+                write!(f, "CreateStream({name}, {} shards)", hash_ranges.len())
+            }
+            MetaCommand::ActivateStream { name, uid } => write!(f, "ActivateStream({name}#{uid})"),
+            MetaCommand::DeleteStream { name } => write!(f, "DeleteStream({name})"),
+        }
+    }
+}
+
 /// Failures of metadata commands, mapped to Kinesis errors by the API.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum MetaError {

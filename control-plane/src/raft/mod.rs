@@ -49,7 +49,7 @@ impl RaftTuning {
         &self,
         cluster_name: &str,
         snapshots: bool,
-    ) -> Result<Arc<openraft::Config>, openraft::errors::ConfigError> {
+    ) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
         let snapshot_policy = if snapshots {
             openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_logs)
         } else {

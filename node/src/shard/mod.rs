@@ -35,6 +35,16 @@ pub enum ShardCommand {
     Append { arrival_ms: u64, records: Vec<RecordIn> },
 }
 
+impl std::fmt::Display for ShardCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ShardCommand::Append { arrival_ms, records } => {
+                write!(f, "Append({} records @{arrival_ms})", records.len())
+            }
+        }
+    }
+}
+
 /// What an applied command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardResponse {
