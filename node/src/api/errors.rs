@@ -10,7 +10,7 @@ use spate_proto::kinesis::KinesisError;
 use super::codec::Encoding;
 
 /// Header naming the error family.
-pub const ERROR_TYPE_HEADER: &str = "x-amzn-ErrorType";
+pub const ERROR_TYPE_HEADER: &str = "x-amzn-errortype";
 
 #[derive(Serialize)]
 struct ErrorBody<'a> {

@@ -21,7 +21,7 @@ use super::errors::error_response;
 
 /// Largest request body accepted; larger ones get 413 before being buffered.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-pub const REQUEST_ID_HEADER: &str = "x-amzn-RequestId";
+pub const REQUEST_ID_HEADER: &str = "x-amzn-requestid";
 pub const ID2_HEADER: &str = "x-amz-id-2";
 pub const TARGET_HEADER: &str = "x-amz-target";
 

@@ -155,42 +155,42 @@ mod tests {
         let name = Some((NAME_PATTERN, is_name_chars as fn(&str) -> bool));
         let long_key = "k".repeat(257);
         let long_key_msg = format!("1 validation error detected: Value '{long_key}' at 'partitionKey' failed to satisfy constraint: Member must have length less than or equal to 256");
-        let cases: Vec<(Box<dyn FnOnce(&mut Violations)>, Option<&str>)> = vec![
-            (Box::new(|v| v.string("streamName", "ok", 1, 128, name)), None),
+        let cases: Vec<(Box<dyn FnOnce(&mut Violations) + '_>, Option<&str>)> = vec![
+            (Box::new(|v: &mut Violations| v.string("streamName", "ok", 1, 128, name)), None),
             (
-                Box::new(|v| v.string("streamName", "a b", 1, 128, name)),
+                Box::new(|v: &mut Violations| v.string("streamName", "a b", 1, 128, name)),
                 Some("1 validation error detected: Value 'a b' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"),
             ),
             (
-                Box::new(|v| v.string("streamName", "", 1, 128, name)),
+                Box::new(|v: &mut Violations| v.string("streamName", "", 1, 128, name)),
                 Some("2 validation errors detected: Value '' at 'streamName' failed to satisfy constraint: Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+; Value '' at 'streamName' failed to satisfy constraint: Member must have length greater than or equal to 1"),
             ),
             (
-                Box::new(|v| v.string("partitionKey", &long_key, 1, 256, None)),
+                Box::new(|v: &mut Violations| v.string("partitionKey", &long_key, 1, 256, None)),
                 Some(&long_key_msg),
             ),
             (
-                Box::new(|v| v.range("shardCount", 0, Some(1), None)),
+                Box::new(|v: &mut Violations| v.range("shardCount", 0, Some(1), None)),
                 Some("1 validation error detected: Value '0' at 'shardCount' failed to satisfy constraint: Member must have value greater than or equal to 1"),
             ),
             (
-                Box::new(|v| v.range("limit", 10001, Some(1), Some(10000))),
+                Box::new(|v: &mut Violations| v.range("limit", 10001, Some(1), Some(10000))),
                 Some("1 validation error detected: Value '10001' at 'limit' failed to satisfy constraint: Member must have value less than or equal to 10000"),
             ),
             (
-                Box::new(|v| {
+                Box::new(|v: &mut Violations| {
                     v.required::<String>("streamName", &None);
                 }),
                 Some("1 validation error detected: Value null at 'streamName' failed to satisfy constraint: Member must not be null"),
             ),
             (
-                Box::new(|v| {
+                Box::new(|v: &mut Violations| {
                     v.one_of("shardIteratorType", "NOPE", &["LATEST", "TRIM_HORIZON"]);
                 }),
                 Some("1 validation error detected: Value 'NOPE' at 'shardIteratorType' failed to satisfy constraint: Member must satisfy enum value set: [LATEST, TRIM_HORIZON]"),
             ),
             (
-                Box::new(|v| v.length("data", &blob_shown(1_048_577), 1_048_577, 0, 1_048_576)),
+                Box::new(|v: &mut Violations| v.length("data", &blob_shown(1_048_577), 1_048_577, 0, 1_048_576)),
                 Some("1 validation error detected: Value '<1048577 bytes>' at 'data' failed to satisfy constraint: Member must have length less than or equal to 1048576"),
             ),
         ];

@@ -103,14 +103,14 @@ struct TimestampVisitor {
 }
 
 impl TimestampVisitor {
-    fn from_f64<E: de::Error>(&self, v: f64) -> Result<Timestamp, E> {
+    fn float_ms<E: de::Error>(&self, v: f64) -> Result<Timestamp, E> {
         let ms = if self.seconds { v * 1000.0 } else { v };
         if !ms.is_finite() || ms.abs() > 1e17 {
             return Err(E::custom("timestamp out of range"));
         }
         Ok(Timestamp(ms.round() as i64))
     }
-    fn from_i128<E: de::Error>(&self, v: i128) -> Result<Timestamp, E> {
+    fn int_ms<E: de::Error>(&self, v: i128) -> Result<Timestamp, E> {
         let ms = if self.seconds { v.saturating_mul(1000) } else { v };
         i64::try_from(ms)
             .map(Timestamp)
@@ -124,13 +124,13 @@ impl<'de> Visitor<'de> for TimestampVisitor {
         f.write_str("an epoch timestamp")
     }
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
-        self.from_i128(v.into())
+        self.int_ms(v.into())
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
-        self.from_i128(v.into())
+        self.int_ms(v.into())
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
-        self.from_f64(v)
+        self.float_ms(v)
     }
     fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Timestamp, A::Error> {
         // A CBOR tag as `ciborium` presents it: a two-element tuple variant (tag, value).

@@ -108,7 +108,8 @@ async fn stream_lifecycle_and_records_over_http1() {
 
     let r = call(&c, &srv, "DescribeStream", json!({"StreamName": "s1"})).await;
     assert_eq!(r.status, 200);
-    let d = &r.json()["StreamDescription"];
+    let dv = r.json();
+    let d = &dv["StreamDescription"];
     assert_eq!(d["StreamARN"], "arn:aws:kinesis:us-east-1:000000000000:stream/s1");
     assert_eq!(d["StreamStatus"], "ACTIVE");
     assert_eq!(d["StreamModeDetails"]["StreamMode"], "PROVISIONED");
@@ -190,7 +191,8 @@ async fn h2c_prior_knowledge() {
     assert_eq!(r.version, reqwest::Version::HTTP_2);
     assert_ids(&r);
     let r = call(&c, &srv, "DescribeStreamSummary", json!({"StreamName": "h2"})).await;
-    let s = &r.json()["StreamDescriptionSummary"];
+    let sv = r.json();
+    let s = &sv["StreamDescriptionSummary"];
     assert_eq!(s["StreamModeDetails"]["StreamMode"], "ON_DEMAND");
     assert_eq!(s["OpenShardCount"], 4);
     let r = call(&c, &srv, "Nope", json!({})).await;
