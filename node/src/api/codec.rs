@@ -100,7 +100,10 @@ mod tests {
     #[test]
     fn content_types() {
         for (ct, want) in [
-            (Some("application/x-amz-json-1.1"), Some(Encoding::AmzJson11)),
+            (
+                Some("application/x-amz-json-1.1"),
+                Some(Encoding::AmzJson11),
+            ),
             (
                 Some("application/x-amz-json-1.1; charset=utf-8"),
                 Some(Encoding::AmzJson11),
@@ -112,16 +115,19 @@ mod tests {
         ] {
             assert_eq!(Encoding::from_content_type(ct), want, "{ct:?}");
         }
-        assert_eq!(
-            Encoding::Cbor.content_type(),
-            "application/x-amz-cbor-1.1"
-        );
+        assert_eq!(Encoding::Cbor.content_type(), "application/x-amz-cbor-1.1");
     }
 
     #[test]
     fn json_decode_errors_are_serialization_exceptions() {
         let e = Encoding::AmzJson11;
-        for body in [&b"{"[..], b"[1]", b"\"x\"", b"{\"Data\": 12}", b"{\"Data\": \"!!\"}"] {
+        for body in [
+            &b"{"[..],
+            b"[1]",
+            b"\"x\"",
+            b"{\"Data\": 12}",
+            b"{\"Data\": \"!!\"}",
+        ] {
             let err = e.decode::<PutRecordInput>(body).unwrap_err();
             assert_eq!(err.kind, ErrorKind::Serialization, "{body:?}");
         }

@@ -129,7 +129,10 @@ pub async fn dispatch<B: Backend>(
 fn not_supported(op: Operation) -> KinesisError {
     KinesisError::new(
         ErrorKind::UnknownOperation,
-        format!("Operation {} is not supported by this server yet", op.name()),
+        format!(
+            "Operation {} is not supported by this server yet",
+            op.name()
+        ),
     )
 }
 

@@ -59,7 +59,13 @@ mod tests {
             .to_str()
             .unwrap()
             .to_string();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         (status, ct, et, body)
     }
 

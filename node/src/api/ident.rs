@@ -188,7 +188,10 @@ mod tests {
         let arn = stream_arn("us-east-1", "000000000000", "s1");
         assert_eq!(arn, "arn:aws:kinesis:us-east-1:000000000000:stream/s1");
         let p = parse_stream_arn(&arn).unwrap();
-        assert_eq!((p.region, p.account, p.name), ("us-east-1", "000000000000", "s1"));
+        assert_eq!(
+            (p.region, p.account, p.name),
+            ("us-east-1", "000000000000", "s1")
+        );
         assert!(parse_stream_arn("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/x").is_some());
         assert!(parse_stream_arn("arn:aws:kinesis:us-east-1:12345:stream/x").is_none());
         assert!(parse_stream_arn("arn:aws:sqs:us-east-1:000000000000:stream/x").is_none());

@@ -103,7 +103,10 @@ mod tests {
             ft: None,
         };
         let tok = encode("shards", &t, 1_000);
-        assert_eq!(decode::<ShardsToken>("shards", &tok, 1_000 + TOKEN_TTL_MS).unwrap(), t);
+        assert_eq!(
+            decode::<ShardsToken>("shards", &tok, 1_000 + TOKEN_TTL_MS).unwrap(),
+            t
+        );
         let err = decode::<ShardsToken>("shards", &tok, 1_001 + TOKEN_TTL_MS).unwrap_err();
         assert_eq!(err.kind, ErrorKind::ExpiredNextToken);
         let err = decode::<StreamsToken>("streams", &tok, 1_000).unwrap_err();

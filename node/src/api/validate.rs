@@ -119,10 +119,7 @@ impl Violations {
         let plural = if n == 1 { "error" } else { "errors" };
         Err(KinesisError::new(
             ErrorKind::Validation,
-            format!(
-                "{n} validation {plural} detected: {}",
-                self.list.join("; ")
-            ),
+            format!("{n} validation {plural} detected: {}", self.list.join("; ")),
         ))
     }
 }

@@ -111,7 +111,11 @@ impl TimestampVisitor {
         Ok(Timestamp(ms.round() as i64))
     }
     fn int_ms<E: de::Error>(&self, v: i128) -> Result<Timestamp, E> {
-        let ms = if self.seconds { v.saturating_mul(1000) } else { v };
+        let ms = if self.seconds {
+            v.saturating_mul(1000)
+        } else {
+            v
+        };
         i64::try_from(ms)
             .map(Timestamp)
             .map_err(|_| E::custom("timestamp out of range"))

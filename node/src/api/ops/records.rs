@@ -8,8 +8,7 @@ use spate_proto::kinesis::model::{
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
 use super::{
-    check_arn_scope, check_stream_ref, hash_range, resolve_stream, timestamp, ENCRYPTION_NONE,
-    NAME,
+    check_arn_scope, check_stream_ref, hash_range, resolve_stream, timestamp, ENCRYPTION_NONE, NAME,
 };
 use crate::api::backend::{Backend, IteratorStart, PutEntry};
 use crate::api::ident::{
@@ -69,7 +68,13 @@ fn check_record(
         v.string(&key_field, key, 1, 256, None);
     }
     if let Some(hash) = hash {
-        v.string(&format!("{prefix}explicitHashKey"), hash, 0, usize::MAX, HASH_KEY);
+        v.string(
+            &format!("{prefix}explicitHashKey"),
+            hash,
+            0,
+            usize::MAX,
+            HASH_KEY,
+        );
     }
 }
 
@@ -95,14 +100,28 @@ pub async fn put_record<B: Backend>(
     req: PutRecordInput,
 ) -> KinesisResult<PutRecordOutput> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
-    check_record(&mut v, "", &req.data, &req.partition_key, &req.explicit_hash_key);
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
+    check_record(
+        &mut v,
+        "",
+        &req.data,
+        &req.partition_key,
+        &req.explicit_hash_key,
+    );
     if let Some(seq) = &req.sequence_number_for_ordering {
         v.string("sequenceNumberForOrdering", seq, 0, usize::MAX, SEQUENCE);
     }
     v.finish()?;
     let entry = entry(req.data, req.partition_key, req.explicit_hash_key)?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     let outcome = backend
         .put_records(&name, vec![entry])
         .await?
@@ -127,10 +146,20 @@ pub async fn put_records<B: Backend>(
         v.length("records", &format!("<{n} records>"), n, 1, MAX_PUT_RECORDS);
         for (i, r) in records.iter().enumerate() {
             let prefix = format!("records.{}.member.", i + 1);
-            check_record(&mut v, &prefix, &r.data, &r.partition_key, &r.explicit_hash_key);
+            check_record(
+                &mut v,
+                &prefix,
+                &r.data,
+                &r.partition_key,
+                &r.explicit_hash_key,
+            );
         }
     }
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     v.finish()?;
     let records = req.records.unwrap_or_default();
     let total: usize = records
@@ -150,7 +179,11 @@ pub async fn put_records<B: Backend>(
         .map(|r| entry(r.data, r.partition_key, r.explicit_hash_key))
         .collect::<KinesisResult<Vec<_>>>()?;
     let count = entries.len();
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     let outcomes = backend.put_records(&name, entries).await?;
     if outcomes.len() != count {
         return Err(KinesisError::internal(format!(
@@ -189,7 +222,11 @@ pub async fn get_shard_iterator<B: Backend>(
     req: GetShardIteratorInput,
 ) -> KinesisResult<GetShardIteratorOutput> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(id) = v.required("shardId", &req.shard_id) {
         v.string("shardId", id, 1, 128, NAME);
     }
@@ -215,7 +252,9 @@ pub async fn get_shard_iterator<B: Backend>(
         "AFTER_SEQUENCE_NUMBER" => IteratorStart::AfterSequenceNumber(seq()?),
         _ => {
             let ts = req.timestamp.ok_or_else(|| {
-                KinesisError::invalid("Timestamp must be specified for ShardIteratorType AT_TIMESTAMP.")
+                KinesisError::invalid(
+                    "Timestamp must be specified for ShardIteratorType AT_TIMESTAMP.",
+                )
             })?;
             let ms = u64::try_from(ts.0).map_err(|_| {
                 KinesisError::invalid("Timestamp must not be before the Unix epoch.")
@@ -223,7 +262,11 @@ pub async fn get_shard_iterator<B: Backend>(
             IteratorStart::AtTimestamp(ms)
         }
     };
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     let raw_id = req.shard_id.as_deref().unwrap_or_default();
     let index = parse_shard_id(raw_id).ok_or_else(|| {
         KinesisError::not_found(format!(

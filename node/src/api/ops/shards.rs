@@ -52,7 +52,9 @@ impl Filter {
     fn build(kind: &str, shard: Option<u32>, ts: Option<i64>) -> KinesisResult<Filter> {
         let need_shard = || {
             shard.ok_or_else(|| {
-                KinesisError::invalid("ShardFilter of type AFTER_SHARD_ID requires a valid ShardId.")
+                KinesisError::invalid(
+                    "ShardFilter of type AFTER_SHARD_ID requires a valid ShardId.",
+                )
             })
         };
         let need_ts = || {
@@ -88,7 +90,11 @@ pub async fn list_shards<B: Backend>(
     req: ListShardsInput,
 ) -> KinesisResult<ListShardsOutput> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(tok) = &req.next_token {
         v.string("nextToken", tok, 1, 1_048_576, None);
     }
@@ -166,13 +172,18 @@ fn plan<B: Backend>(backend: &B, req: &ListShardsInput) -> KinesisResult<Plan> {
             filter,
         });
     }
-    let stream = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
-    let after = match &req.exclusive_start_shard_id {
-        Some(id) => Some(parse_shard_id(id).ok_or_else(|| {
-            KinesisError::invalid(format!("Invalid ExclusiveStartShardId {id}"))
-        })?),
-        None => None,
-    };
+    let stream = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
+    let after =
+        match &req.exclusive_start_shard_id {
+            Some(id) => Some(parse_shard_id(id).ok_or_else(|| {
+                KinesisError::invalid(format!("Invalid ExclusiveStartShardId {id}"))
+            })?),
+            None => None,
+        };
     let filter = match &req.shard_filter {
         Some(f) => {
             let kind = f.filter_type.as_deref().unwrap_or_default();
@@ -264,8 +275,14 @@ mod tests {
             shard(4, Some(3), Some(1), false),
         ];
         assert_eq!(ids(apply_filter(&shards, None)), vec![0, 1, 2, 3, 4]);
-        assert_eq!(ids(apply_filter(&shards, Some(&Filter::AtTrimHorizon))), vec![0, 1]);
-        assert_eq!(ids(apply_filter(&shards, Some(&Filter::AtLatest))), vec![2, 4]);
+        assert_eq!(
+            ids(apply_filter(&shards, Some(&Filter::AtTrimHorizon))),
+            vec![0, 1]
+        );
+        assert_eq!(
+            ids(apply_filter(&shards, Some(&Filter::AtLatest))),
+            vec![2, 4]
+        );
         assert_eq!(
             ids(apply_filter(&shards, Some(&Filter::AfterShardId(2)))),
             vec![3, 4]
@@ -281,7 +298,10 @@ mod tests {
         );
         // Trimmed history: once 0 and 1 expired, 2, 3 and 4's parents are gone or present.
         let trimmed = &shards[2..];
-        assert_eq!(ids(apply_filter(trimmed, Some(&Filter::AtTrimHorizon))), vec![2, 3]);
+        assert_eq!(
+            ids(apply_filter(trimmed, Some(&Filter::AtTrimHorizon))),
+            vec![2, 3]
+        );
     }
 
     #[test]

@@ -23,7 +23,10 @@ const MAX_SHARD_COUNT: i64 = 100_000;
 /// DescribeStream / ListStreams page size when `Limit` is absent.
 const DEFAULT_LIMIT: usize = 100;
 
-pub async fn create_stream<B: Backend>(backend: &B, req: CreateStreamInput) -> KinesisResult<Empty> {
+pub async fn create_stream<B: Backend>(
+    backend: &B,
+    req: CreateStreamInput,
+) -> KinesisResult<Empty> {
     let mut v = Violations::new();
     if let Some(name) = v.required("streamName", &req.stream_name) {
         v.string("streamName", name, 1, 128, NAME);
@@ -65,11 +68,22 @@ pub async fn create_stream<B: Backend>(backend: &B, req: CreateStreamInput) -> K
     Ok(Empty {})
 }
 
-pub async fn delete_stream<B: Backend>(backend: &B, req: DeleteStreamInput) -> KinesisResult<Empty> {
+pub async fn delete_stream<B: Backend>(
+    backend: &B,
+    req: DeleteStreamInput,
+) -> KinesisResult<Empty> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     backend
         .delete_stream(&name, req.enforce_consumer_deletion.unwrap_or(false))
         .await?;
@@ -81,7 +95,11 @@ pub async fn describe_stream<B: Backend>(
     req: DescribeStreamInput,
 ) -> KinesisResult<DescribeStreamOutput> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(limit) = req.limit {
         v.range("limit", limit, Some(1), Some(10_000));
     }
@@ -89,7 +107,11 @@ pub async fn describe_stream<B: Backend>(
         v.string("exclusiveStartShardId", start, 1, 128, NAME);
     }
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     let d = backend.describe_stream(&name).await?;
     let limit = req
         .limit
@@ -131,9 +153,17 @@ pub async fn describe_stream_summary<B: Backend>(
     req: DescribeStreamSummaryInput,
 ) -> KinesisResult<DescribeStreamSummaryOutput> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     let d = backend.describe_stream(&name).await?;
     Ok(DescribeStreamSummaryOutput {
         stream_description_summary: StreamDescriptionSummary {

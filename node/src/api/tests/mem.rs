@@ -33,9 +33,7 @@ pub struct MemBackend {
 }
 
 fn not_found(name: &str) -> KinesisError {
-    KinesisError::not_found(format!(
-        "Stream {name} under account {ACCOUNT} not found."
-    ))
+    KinesisError::not_found(format!("Stream {name} under account {ACCOUNT} not found."))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,10 +113,17 @@ impl Backend for MemBackend {
     }
 
     async fn list_streams(&self) -> KinesisResult<Vec<StreamDescription>> {
-        Ok(lock(&self.streams).values().map(|s| s.desc.clone()).collect())
+        Ok(lock(&self.streams)
+            .values()
+            .map(|s| s.desc.clone())
+            .collect())
     }
 
-    async fn put_records(&self, name: &str, entries: Vec<PutEntry>) -> KinesisResult<Vec<PutOutcome>> {
+    async fn put_records(
+        &self,
+        name: &str,
+        entries: Vec<PutEntry>,
+    ) -> KinesisResult<Vec<PutOutcome>> {
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             if e.partition_key.starts_with("fail") {
@@ -127,9 +132,9 @@ impl Backend for MemBackend {
                 )));
                 continue;
             }
-            let hash = e
-                .explicit_hash_key
-                .unwrap_or_else(|| u128::from_be_bytes(Md5::digest(e.partition_key.as_bytes()).into()));
+            let hash = e.explicit_hash_key.unwrap_or_else(|| {
+                u128::from_be_bytes(Md5::digest(e.partition_key.as_bytes()).into())
+            });
             let seq = self.next_seq();
             let mut streams = lock(&self.streams);
             let stream = streams.get_mut(name).ok_or_else(|| not_found(name))?;
@@ -163,7 +168,9 @@ impl Backend for MemBackend {
         let streams = lock(&self.streams);
         let stream = streams.get(name).ok_or_else(|| not_found(name))?;
         let records = stream.records.get(shard_index as usize).ok_or_else(|| {
-            KinesisError::not_found(format!("Shard {shard_index} in stream {name} does not exist"))
+            KinesisError::not_found(format!(
+                "Shard {shard_index} in stream {name} does not exist"
+            ))
         })?;
         let pos = match start {
             IteratorStart::TrimHorizon | IteratorStart::AtTimestamp(_) => 0,

@@ -77,7 +77,14 @@ async fn send(
 
 async fn call(client: &reqwest::Client, srv: &Server, op: &str, body: Value) -> Reply {
     let target = format!("Kinesis_20131202.{op}");
-    send(client, srv, Some(&target), JSON, serde_json::to_vec(&body).unwrap()).await
+    send(
+        client,
+        srv,
+        Some(&target),
+        JSON,
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await
 }
 
 fn assert_error(r: &Reply, status: u16, type_name: &str) {
@@ -99,7 +106,13 @@ fn assert_ids(r: &Reply) {
 async fn stream_lifecycle_and_records_over_http1() {
     let srv = start().await;
     let c = reqwest::Client::new();
-    let r = call(&c, &srv, "CreateStream", json!({"StreamName": "s1", "ShardCount": 2})).await;
+    let r = call(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "s1", "ShardCount": 2}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json(), json!({}));
     assert_ids(&r);
@@ -110,23 +123,38 @@ async fn stream_lifecycle_and_records_over_http1() {
     assert_eq!(r.status, 200);
     let dv = r.json();
     let d = &dv["StreamDescription"];
-    assert_eq!(d["StreamARN"], "arn:aws:kinesis:us-east-1:000000000000:stream/s1");
+    assert_eq!(
+        d["StreamARN"],
+        "arn:aws:kinesis:us-east-1:000000000000:stream/s1"
+    );
     assert_eq!(d["StreamStatus"], "ACTIVE");
     assert_eq!(d["StreamModeDetails"]["StreamMode"], "PROVISIONED");
     assert_eq!(d["HasMoreShards"], false);
     assert_eq!(d["EncryptionType"], "NONE");
-    assert_eq!(d["StreamCreationTimestamp"].as_f64(), Some(1_795_304_520.743));
+    assert_eq!(
+        d["StreamCreationTimestamp"].as_f64(),
+        Some(1_795_304_520.743)
+    );
     assert_eq!(d["EnhancedMonitoring"], json!([{"ShardLevelMetrics": []}]));
     let shard0 = d["Shards"][0].as_object().unwrap();
     assert_eq!(shard0["ShardId"], "shardId-000000000000");
-    assert!(!shard0.contains_key("ParentShardId"), "absent members are omitted");
+    assert!(
+        !shard0.contains_key("ParentShardId"),
+        "absent members are omitted"
+    );
     assert!(!shard0["SequenceNumberRange"]
         .as_object()
         .unwrap()
         .contains_key("EndingSequenceNumber"));
     assert_eq!(shard0["HashKeyRange"]["StartingHashKey"], "0");
 
-    let r = call(&c, &srv, "DescribeStreamSummary", json!({"StreamARN": d["StreamARN"]})).await;
+    let r = call(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamARN": d["StreamARN"]}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["StreamDescriptionSummary"]["OpenShardCount"], 2);
 
@@ -152,7 +180,13 @@ async fn stream_lifecycle_and_records_over_http1() {
     assert_eq!(r.status, 200);
     let it = r.json()["ShardIterator"].as_str().unwrap().to_string();
 
-    let r = call(&c, &srv, "GetRecords", json!({"ShardIterator": it, "Limit": 10})).await;
+    let r = call(
+        &c,
+        &srv,
+        "GetRecords",
+        json!({"ShardIterator": it, "Limit": 10}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let g = r.json();
     assert_eq!(g["Records"][0]["Data"], "aGVsbG8=");
@@ -190,7 +224,13 @@ async fn h2c_prior_knowledge() {
     assert_eq!(r.status, 200);
     assert_eq!(r.version, reqwest::Version::HTTP_2);
     assert_ids(&r);
-    let r = call(&c, &srv, "DescribeStreamSummary", json!({"StreamName": "h2"})).await;
+    let r = call(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamName": "h2"}),
+    )
+    .await;
     let sv = r.json();
     let s = &sv["StreamDescriptionSummary"];
     assert_eq!(s["StreamModeDetails"]["StreamMode"], "ON_DEMAND");
@@ -215,12 +255,25 @@ async fn protocol_errors() {
         r.json()["message"],
         "Operation SplitShard is not supported by this server yet"
     );
-    let r = send(&c, &srv, Some("Kinesis_20131202.ListStreams"), JSON, b"{\"Limit\":".to_vec()).await;
+    let r = send(
+        &c,
+        &srv,
+        Some("Kinesis_20131202.ListStreams"),
+        JSON,
+        b"{\"Limit\":".to_vec(),
+    )
+    .await;
     assert_error(&r, 400, "SerializationException");
     assert_ids(&r);
     let r = call(&c, &srv, "ListStreams", json!({"Limit": "ten"})).await;
     assert_error(&r, 400, "SerializationException");
-    let r = call(&c, &srv, "CreateStream", json!({"StreamName": "bad name!", "ShardCount": 0})).await;
+    let r = call(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "bad name!", "ShardCount": 0}),
+    )
+    .await;
     assert_error(&r, 400, "ValidationException");
     assert_eq!(
         r.json()["message"],
@@ -253,7 +306,13 @@ async fn oversized_body_is_413_without_buffering() {
 async fn put_records_partial_failure_is_200() {
     let srv = start().await;
     let c = reqwest::Client::new();
-    call(&c, &srv, "CreateStream", json!({"StreamName": "p", "ShardCount": 1})).await;
+    call(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "p", "ShardCount": 1}),
+    )
+    .await;
     let r = call(
         &c,
         &srv,
@@ -273,7 +332,10 @@ async fn put_records_partial_failure_is_200() {
     assert_eq!(recs.len(), 3);
     assert_eq!(recs[0]["ShardId"], "shardId-000000000000");
     assert!(recs[0].get("ErrorCode").is_none());
-    assert_eq!(recs[1]["ErrorCode"], "ProvisionedThroughputExceededException");
+    assert_eq!(
+        recs[1]["ErrorCode"],
+        "ProvisionedThroughputExceededException"
+    );
     assert!(recs[1].get("ShardId").is_none());
     assert!(recs[1].get("SequenceNumber").is_none());
 
@@ -285,10 +347,9 @@ async fn put_records_partial_failure_is_200() {
     )
     .await;
     assert_error(&r, 400, "ValidationException");
-    assert!(r.json()["message"]
-        .as_str()
-        .unwrap()
-        .contains("at 'records.1.member.partitionKey' failed to satisfy constraint: Member must not be null"));
+    assert!(r.json()["message"].as_str().unwrap().contains(
+        "at 'records.1.member.partitionKey' failed to satisfy constraint: Member must not be null"
+    ));
     let r = call(
         &c,
         &srv,
@@ -304,15 +365,33 @@ async fn put_records_partial_failure_is_200() {
 async fn list_shards_pages_with_next_token() {
     let srv = start().await;
     let c = reqwest::Client::new();
-    call(&c, &srv, "CreateStream", json!({"StreamName": "ls", "ShardCount": 5})).await;
-    let r = call(&c, &srv, "ListShards", json!({"StreamName": "ls", "MaxResults": 2})).await;
+    call(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "ls", "ShardCount": 5}),
+    )
+    .await;
+    let r = call(
+        &c,
+        &srv,
+        "ListShards",
+        json!({"StreamName": "ls", "MaxResults": 2}),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let v = r.json();
     assert_eq!(v["Shards"].as_array().unwrap().len(), 2);
     let mut token = v["NextToken"].as_str().unwrap().to_string();
     let mut seen = 2;
     loop {
-        let r = call(&c, &srv, "ListShards", json!({"NextToken": token, "MaxResults": 2})).await;
+        let r = call(
+            &c,
+            &srv,
+            "ListShards",
+            json!({"NextToken": token, "MaxResults": 2}),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.json());
         let v = r.json();
         seen += v["Shards"].as_array().unwrap().len();
@@ -335,10 +414,19 @@ async fn list_shards_pages_with_next_token() {
         .iter()
         .map(|s| s["ShardId"].clone())
         .collect();
-    assert_eq!(ids, vec![json!("shardId-000000000003"), json!("shardId-000000000004")]);
+    assert_eq!(
+        ids,
+        vec![json!("shardId-000000000003"), json!("shardId-000000000004")]
+    );
     let r = call(&c, &srv, "ListShards", json!({"NextToken": "garbage"})).await;
     assert_error(&r, 400, "InvalidArgumentException");
-    let r = call(&c, &srv, "ListShards", json!({"StreamName": "ls", "ShardFilter": {"Type": "SIDEWAYS"}})).await;
+    let r = call(
+        &c,
+        &srv,
+        "ListShards",
+        json!({"StreamName": "ls", "ShardFilter": {"Type": "SIDEWAYS"}}),
+    )
+    .await;
     assert_error(&r, 400, "ValidationException");
 }
 
@@ -353,7 +441,10 @@ async fn cbor_round_trip() {
         out
     };
     let text = |s: &str| C::Text(s.to_string());
-    let body = enc(C::Map(vec![(text("StreamName"), text("cb")), (text("ShardCount"), C::Integer(1.into()))]));
+    let body = enc(C::Map(vec![
+        (text("StreamName"), text("cb")),
+        (text("ShardCount"), C::Integer(1.into())),
+    ]));
     let r = send(&c, &srv, Some("Kinesis_20131202.CreateStream"), CBOR, body).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some(CBOR));
@@ -368,9 +459,19 @@ async fn cbor_round_trip() {
         (text("StreamName"), text("cb")),
         (text("ShardId"), text("0")),
         (text("ShardIteratorType"), text("AT_TIMESTAMP")),
-        (text("Timestamp"), C::Tag(1, Box::new(C::Integer(1_700_000_000_000u64.into())))),
+        (
+            text("Timestamp"),
+            C::Tag(1, Box::new(C::Integer(1_700_000_000_000u64.into()))),
+        ),
     ]));
-    let r = send(&c, &srv, Some("Kinesis_20131202.GetShardIterator"), CBOR, body).await;
+    let r = send(
+        &c,
+        &srv,
+        Some("Kinesis_20131202.GetShardIterator"),
+        CBOR,
+        body,
+    )
+    .await;
     assert_eq!(r.status, 200);
     let v: C = ciborium::de::from_reader(r.raw.as_slice()).unwrap();
     let it = v.as_map().unwrap()[0].1.as_text().unwrap().to_string();
@@ -380,16 +481,30 @@ async fn cbor_round_trip() {
     let v: C = ciborium::de::from_reader(r.raw.as_slice()).unwrap();
     let records = v.as_map().unwrap()[0].1.as_array().unwrap();
     let rec = records[0].as_map().unwrap();
-    let get = |k: &str| rec.iter().find(|(key, _)| key.as_text() == Some(k)).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        rec.iter()
+            .find(|(key, _)| key.as_text() == Some(k))
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(get("Data"), Some(C::Bytes(b"bin\x00ary".to_vec())));
     assert_eq!(
         get("ApproximateArrivalTimestamp"),
         Some(C::Tag(1, Box::new(C::Integer(1_795_304_521_743u64.into()))))
     );
     // Errors in CBOR too.
-    let r = send(&c, &srv, Some("Kinesis_20131202.DescribeStream"), CBOR, enc(C::Map(vec![(text("StreamName"), text("nope"))]))).await;
+    let r = send(
+        &c,
+        &srv,
+        Some("Kinesis_20131202.DescribeStream"),
+        CBOR,
+        enc(C::Map(vec![(text("StreamName"), text("nope"))])),
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.header("content-type"), Some(CBOR));
     let v: C = ciborium::de::from_reader(r.raw.as_slice()).unwrap();
-    assert_eq!(v.as_map().unwrap()[0].1.as_text(), Some("ResourceNotFoundException"));
+    assert_eq!(
+        v.as_map().unwrap()[0].1.as_text(),
+        Some("ResourceNotFoundException")
+    );
 }
