@@ -5,6 +5,9 @@
 
 use spate_proto::kinesis::{ErrorKind, KinesisError, KinesisResult};
 
+/// A regular-expression constraint: its text (for messages) and the check implementing it.
+pub type Pattern = (&'static str, fn(&str) -> bool);
+
 /// Collects constraint violations for one request.
 #[derive(Debug, Default)]
 pub struct Violations {
@@ -42,7 +45,7 @@ impl Violations {
         value: &str,
         min: usize,
         max: usize,
-        pattern: Option<(&str, fn(&str) -> bool)>,
+        pattern: Option<Pattern>,
     ) {
         if let Some((pattern, matches)) = pattern {
             if !matches(value) {
@@ -152,7 +155,8 @@ mod tests {
         let name = Some((NAME_PATTERN, is_name_chars as fn(&str) -> bool));
         let long_key = "k".repeat(257);
         let long_key_msg = format!("1 validation error detected: Value '{long_key}' at 'partitionKey' failed to satisfy constraint: Member must have length less than or equal to 256");
-        let cases: Vec<(Box<dyn FnOnce(&mut Violations) + '_>, Option<&str>)> = vec![
+        type Case<'a> = (Box<dyn FnOnce(&mut Violations) + 'a>, Option<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
             (Box::new(|v: &mut Violations| v.string("streamName", "ok", 1, 128, name)), None),
             (
                 Box::new(|v: &mut Violations| v.string("streamName", "a b", 1, 128, name)),

@@ -13,10 +13,10 @@ use super::backend::{Backend, ShardInfo, StreamDescription};
 use super::ident::{
     is_name_chars, parse_stream_arn, shard_id, stream_arn, NAME_PATTERN, STREAM_ARN_PATTERN,
 };
-use super::validate::Violations;
+use super::validate::{Pattern, Violations};
 
 /// The `[a-zA-Z0-9_.-]+` pattern as a validation constraint.
-pub(crate) const NAME: Option<(&str, fn(&str) -> bool)> = Some((NAME_PATTERN, is_name_chars));
+pub(crate) const NAME: Option<Pattern> = Some((NAME_PATTERN, is_name_chars));
 
 fn arn_matches(s: &str) -> bool {
     parse_stream_arn(s).is_some()

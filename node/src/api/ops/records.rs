@@ -15,7 +15,7 @@ use crate::api::ident::{
     is_hash_key_syntax, is_sequence_number, parse_hash_key, parse_shard_id, shard_id,
     HASH_KEY_PATTERN, SEQUENCE_PATTERN,
 };
-use crate::api::validate::{blob_shown, Violations};
+use crate::api::validate::{blob_shown, Pattern, Violations};
 
 /// Largest record: data plus partition key.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
@@ -34,8 +34,8 @@ const ITERATOR_TYPES: &[&str] = &[
     "LATEST",
 ];
 
-const HASH_KEY: Option<(&str, fn(&str) -> bool)> = Some((HASH_KEY_PATTERN, is_hash_key_syntax));
-const SEQUENCE: Option<(&str, fn(&str) -> bool)> = Some((SEQUENCE_PATTERN, is_sequence_number));
+const HASH_KEY: Option<Pattern> = Some((HASH_KEY_PATTERN, is_hash_key_syntax));
+const SEQUENCE: Option<Pattern> = Some((SEQUENCE_PATTERN, is_sequence_number));
 
 /// Validates one record's members (`prefix` is `""` or `records.N.member.`).
 fn check_record(
