@@ -508,3 +508,60 @@ async fn cbor_round_trip() {
         Some("ResourceNotFoundException")
     );
 }
+
+#[tokio::test]
+async fn record_limits_and_iterator_arguments() {
+    use base64::Engine as _;
+    let srv = start().await;
+    let c = reqwest::Client::new();
+    call(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "lim", "ShardCount": 1}),
+    )
+    .await;
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![0u8; 1024 * 1024 + 1]);
+    let r = call(
+        &c,
+        &srv,
+        "PutRecord",
+        json!({"StreamName": "lim", "PartitionKey": "k", "Data": big}),
+    )
+    .await;
+    assert_error(&r, 400, "ValidationException");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .contains("at 'data' failed to satisfy constraint: Member must have length less than or equal to 1048576"));
+    let r = call(
+        &c,
+        &srv,
+        "GetShardIterator",
+        json!({"StreamName": "lim", "ShardId": "0", "ShardIteratorType": "AT_SEQUENCE_NUMBER"}),
+    )
+    .await;
+    assert_error(&r, 400, "InvalidArgumentException");
+    let r = call(
+        &c,
+        &srv,
+        "GetShardIterator",
+        json!({"StreamName": "lim", "ShardId": "0", "ShardIteratorType": "SOMEWHERE"}),
+    )
+    .await;
+    assert_error(&r, 400, "ValidationException");
+    let r = call(
+        &c,
+        &srv,
+        "GetShardIterator",
+        json!({"StreamName": "lim", "ShardId": "bogus", "ShardIteratorType": "LATEST"}),
+    )
+    .await;
+    assert_error(&r, 400, "ResourceNotFoundException");
+    let r = call(&c, &srv, "GetRecords", json!({"Limit": 0})).await;
+    assert_error(&r, 400, "ValidationException");
+    assert!(r.json()["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("2 validation errors detected: "));
+}
