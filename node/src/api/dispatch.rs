@@ -1,0 +1,157 @@
+//! The dispatch table: `X-Amz-Target: Kinesis_20131202.<Operation>` → [`Operation`] →
+//! handler. Every operation of the Kinesis API model is named here; those without a handler
+//! yet answer `UnknownOperationException` ("not supported by this server yet"). Adding an
+//! operation means one arm in [`dispatch`].
+
+use spate_proto::kinesis::{ErrorKind, KinesisError, KinesisResult};
+
+use super::backend::Backend;
+use super::codec::Encoding;
+use super::ops::{records, shards, streams};
+
+/// The `X-Amz-Target` prefix of the Kinesis API.
+pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
+
+macro_rules! operations {
+    ($($name:ident),* $(,)?) => {
+        /// Every operation of the Kinesis Data Streams API model.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Operation { $($name),* }
+
+        impl Operation {
+            /// All operations, in model (alphabetical) order.
+            pub const ALL: &'static [Operation] = &[$(Operation::$name),*];
+
+            /// The operation's name as it appears in `X-Amz-Target`.
+            pub fn name(self) -> &'static str {
+                match self { $(Operation::$name => stringify!($name)),* }
+            }
+
+            /// Looks an operation up by name.
+            pub fn from_name(name: &str) -> Option<Operation> {
+                match name { $(stringify!($name) => Some(Operation::$name),)* _ => None }
+            }
+        }
+    };
+}
+
+operations!(
+    AddTagsToStream,
+    CreateStream,
+    DecreaseStreamRetentionPeriod,
+    DeleteResourcePolicy,
+    DeleteStream,
+    DeregisterStreamConsumer,
+    DescribeAccountSettings,
+    DescribeLimits,
+    DescribeStream,
+    DescribeStreamConsumer,
+    DescribeStreamSummary,
+    DisableEnhancedMonitoring,
+    EnableEnhancedMonitoring,
+    GetRecords,
+    GetResourcePolicy,
+    GetShardIterator,
+    IncreaseStreamRetentionPeriod,
+    ListShards,
+    ListStreamConsumers,
+    ListStreams,
+    ListTagsForResource,
+    ListTagsForStream,
+    MergeShards,
+    PutRecord,
+    PutRecords,
+    PutResourcePolicy,
+    RegisterStreamConsumer,
+    RemoveTagsFromStream,
+    SplitShard,
+    StartStreamEncryption,
+    StopStreamEncryption,
+    SubscribeToShard,
+    TagResource,
+    UntagResource,
+    UpdateAccountSettings,
+    UpdateMaxRecordSize,
+    UpdateShardCount,
+    UpdateStreamMode,
+    UpdateStreamWarmThroughput,
+);
+
+impl Operation {
+    /// Parses an `X-Amz-Target` value; `None` for a missing prefix or an unknown name.
+    pub fn from_target(target: &str) -> Option<Operation> {
+        Operation::from_name(target.trim().strip_prefix(TARGET_PREFIX)?)
+    }
+}
+
+/// The error for a target that names no operation.
+pub fn unknown_operation(target: Option<&str>) -> KinesisError {
+    let message = match target {
+        None | Some("") => "Missing X-Amz-Target header".to_string(),
+        Some(t) => format!("Unknown operation {t}"),
+    };
+    KinesisError::new(ErrorKind::UnknownOperation, message)
+}
+
+/// Decodes the request, runs the handler, encodes the response.
+macro_rules! call {
+    ($backend:expr, $enc:expr, $body:expr, $handler:path) => {{
+        let request = $enc.decode($body)?;
+        let response = $handler($backend, request).await?;
+        $enc.encode(&response)
+    }};
+}
+
+/// Runs one operation and returns the encoded response body.
+pub async fn dispatch<B: Backend>(
+    backend: &B,
+    op: Operation,
+    enc: Encoding,
+    body: &[u8],
+) -> KinesisResult<Vec<u8>> {
+    match op {
+        Operation::CreateStream => call!(backend, enc, body, streams::create_stream),
+        Operation::DeleteStream => call!(backend, enc, body, streams::delete_stream),
+        Operation::DescribeStream => call!(backend, enc, body, streams::describe_stream),
+        Operation::DescribeStreamSummary => {
+            call!(backend, enc, body, streams::describe_stream_summary)
+        }
+        Operation::ListStreams => call!(backend, enc, body, streams::list_streams),
+        Operation::ListShards => call!(backend, enc, body, shards::list_shards),
+        Operation::PutRecord => call!(backend, enc, body, records::put_record),
+        Operation::PutRecords => call!(backend, enc, body, records::put_records),
+        Operation::GetShardIterator => call!(backend, enc, body, records::get_shard_iterator),
+        Operation::GetRecords => call!(backend, enc, body, records::get_records),
+        other => Err(not_supported(other)),
+    }
+}
+
+fn not_supported(op: Operation) -> KinesisError {
+    KinesisError::new(
+        ErrorKind::UnknownOperation,
+        format!(
+            "Operation {} is not supported by this server yet",
+            op.name()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(Operation::ALL.len(), 39);
+        assert_eq!(
+            Operation::from_target("Kinesis_20131202.PutRecords"),
+            Some(Operation::PutRecords)
+        );
+        assert_eq!(Operation::from_target("Kinesis_20131202.Nope"), None);
+        assert_eq!(Operation::from_target("PutRecords"), None);
+        assert_eq!(Operation::from_target("DynamoDB_20120810.PutRecords"), None);
+        for op in Operation::ALL {
+            assert_eq!(Operation::from_name(op.name()), Some(*op));
+        }
+    }
+}

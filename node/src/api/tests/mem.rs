@@ -1,0 +1,218 @@
+//! A small in-memory [`Backend`] for testing the HTTP layer only: no replication, no
+//! throughput limits, trivial iterators. Records whose partition key starts with `fail`
+//! are refused with `ProvisionedThroughputExceededException`, to exercise partial failures.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use md5::{Digest as _, Md5};
+use spate_proto::kinesis::{KinesisError, KinesisResult};
+
+use crate::api::backend::{
+    Backend, GetRecordsOut, IteratorStart, PutEntry, PutOk, PutOutcome, RecordOut, ShardInfo,
+    StreamDescription, StreamMode, StreamStatus,
+};
+use crate::api::ident::stream_arn;
+
+pub const REGION: &str = "us-east-1";
+pub const ACCOUNT: &str = "000000000000";
+pub const CREATED_MS: u64 = 1_795_304_520_743;
+
+struct MemStream {
+    desc: StreamDescription,
+    /// Records per shard index.
+    records: Vec<Vec<RecordOut>>,
+}
+
+#[derive(Default)]
+pub struct MemBackend {
+    streams: Mutex<BTreeMap<String, MemStream>>,
+    seq: Mutex<u64>,
+}
+
+fn not_found(name: &str) -> KinesisError {
+    KinesisError::not_found(format!("Stream {name} under account {ACCOUNT} not found."))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemBackend {
+    fn next_seq(&self) -> String {
+        let mut s = lock(&self.seq);
+        *s += 1;
+        format!("{}", 49_000_000_000_000_000u64 + *s)
+    }
+}
+
+impl Backend for MemBackend {
+    async fn create_stream(
+        &self,
+        name: &str,
+        shard_count: Option<u32>,
+        mode: StreamMode,
+    ) -> KinesisResult<()> {
+        let n = shard_count.unwrap_or(4).max(1);
+        let step = u128::MAX / u128::from(n);
+        let shards = (0..n)
+            .map(|i| ShardInfo {
+                index: i,
+                parent: None,
+                adjacent_parent: None,
+                hash_start: step * u128::from(i),
+                hash_end: if i + 1 == n {
+                    u128::MAX
+                } else {
+                    step * u128::from(i + 1) - 1
+                },
+                starting_sequence_number: self.next_seq(),
+                ending_sequence_number: None,
+            })
+            .collect();
+        let mut streams = lock(&self.streams);
+        if streams.contains_key(name) {
+            return Err(KinesisError::in_use(format!(
+                "Stream {name} under account {ACCOUNT} already exists."
+            )));
+        }
+        streams.insert(
+            name.to_string(),
+            MemStream {
+                desc: StreamDescription {
+                    name: name.to_string(),
+                    arn: stream_arn(REGION, ACCOUNT, name),
+                    status: StreamStatus::Active,
+                    mode,
+                    created_ms: CREATED_MS,
+                    retention_hours: 24,
+                    shards,
+                    open_shard_count: n,
+                    consumer_count: 0,
+                },
+                records: vec![Vec::new(); n as usize],
+            },
+        );
+        Ok(())
+    }
+
+    async fn delete_stream(&self, name: &str, _enforce: bool) -> KinesisResult<()> {
+        lock(&self.streams)
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| not_found(name))
+    }
+
+    async fn describe_stream(&self, name: &str) -> KinesisResult<StreamDescription> {
+        lock(&self.streams)
+            .get(name)
+            .map(|s| s.desc.clone())
+            .ok_or_else(|| not_found(name))
+    }
+
+    async fn list_streams(&self) -> KinesisResult<Vec<StreamDescription>> {
+        Ok(lock(&self.streams)
+            .values()
+            .map(|s| s.desc.clone())
+            .collect())
+    }
+
+    async fn put_records(
+        &self,
+        name: &str,
+        entries: Vec<PutEntry>,
+    ) -> KinesisResult<Vec<PutOutcome>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            if e.partition_key.starts_with("fail") {
+                out.push(Err(KinesisError::throttled(
+                    "Rate exceeded for shard shardId-000000000000",
+                )));
+                continue;
+            }
+            let hash = e.explicit_hash_key.unwrap_or_else(|| {
+                u128::from_be_bytes(Md5::digest(e.partition_key.as_bytes()).into())
+            });
+            let seq = self.next_seq();
+            let mut streams = lock(&self.streams);
+            let stream = streams.get_mut(name).ok_or_else(|| not_found(name))?;
+            let shard = stream
+                .desc
+                .shards
+                .iter()
+                .find(|s| s.hash_start <= hash && hash <= s.hash_end)
+                .map(|s| s.index)
+                .ok_or_else(|| KinesisError::internal("no shard for hash key"))?;
+            stream.records[shard as usize].push(RecordOut {
+                sequence_number: seq.clone(),
+                arrival_ms: CREATED_MS + 1000,
+                data: e.data,
+                partition_key: e.partition_key,
+            });
+            out.push(Ok(PutOk {
+                shard_index: shard,
+                sequence_number: seq,
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn get_shard_iterator(
+        &self,
+        name: &str,
+        shard_index: u32,
+        start: IteratorStart,
+    ) -> KinesisResult<String> {
+        let streams = lock(&self.streams);
+        let stream = streams.get(name).ok_or_else(|| not_found(name))?;
+        let records = stream.records.get(shard_index as usize).ok_or_else(|| {
+            KinesisError::not_found(format!(
+                "Shard {shard_index} in stream {name} does not exist"
+            ))
+        })?;
+        let pos = match start {
+            IteratorStart::TrimHorizon | IteratorStart::AtTimestamp(_) => 0,
+            _ => records.len(),
+        };
+        Ok(STANDARD.encode(format!("{name}/{shard_index}/{pos}")))
+    }
+
+    async fn get_records(&self, iterator: &str, limit: u32) -> KinesisResult<GetRecordsOut> {
+        let invalid = || KinesisError::invalid("Invalid ShardIterator.");
+        let raw = STANDARD.decode(iterator).map_err(|_| invalid())?;
+        let raw = String::from_utf8(raw).map_err(|_| invalid())?;
+        let mut parts = raw.split('/');
+        let (Some(name), Some(shard), Some(pos)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(invalid());
+        };
+        let shard: usize = shard.parse().map_err(|_| invalid())?;
+        let pos: usize = pos.parse().map_err(|_| invalid())?;
+        let streams = lock(&self.streams);
+        let stream = streams.get(name).ok_or_else(|| not_found(name))?;
+        let records = stream.records.get(shard).ok_or_else(invalid)?;
+        let page: Vec<RecordOut> = records
+            .iter()
+            .skip(pos)
+            .take(limit as usize)
+            .cloned()
+            .collect();
+        let next = pos + page.len();
+        Ok(GetRecordsOut {
+            records: page,
+            next_shard_iterator: Some(STANDARD.encode(format!("{name}/{shard}/{next}"))),
+            millis_behind_latest: 0,
+            child_shards: Vec::new(),
+        })
+    }
+
+    fn region(&self) -> &str {
+        REGION
+    }
+
+    fn account_id(&self) -> &str {
+        ACCOUNT
+    }
+}
