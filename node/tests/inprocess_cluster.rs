@@ -5,6 +5,7 @@
 //! sequence number; sequence numbers strictly increase per shard; nothing is lost when the
 //! leader of a shard stops; restart keeps streams and records.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
@@ -165,7 +166,7 @@ async fn replicated_writes_survive_leader_stop_and_restart() {
 
     // Stop the leader of shard 0; writes must succeed again through the survivors.
     let leader = nodes[0].as_ref().and_then(|n| n.shards.all().into_iter().find(|r| r.identity.shard_index == 0))
-        .and_then(|r| r.raft.metrics().borrow().current_leader)
+        .and_then(|r| r.raft.metrics().borrow_watched().current_leader)
         .expect("shard 0 has a leader") as usize;
     let stopped = nodes[leader].take().expect("leader node");
     stopped.shutdown().await;

@@ -2,6 +2,7 @@
 //! forwarded over gRPC to the leader. Returns only after the answer's entry is applied on
 //! this node too, so a node reads its own writes.
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,7 @@ impl MetaHandle {
 
     /// The current leader of group 0 as this node knows it, with its peer address.
     pub fn leader(&self) -> Option<(NodeId, String)> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let id = m.current_leader?;
         let addr = m.membership_config.membership().get_node(&id)?.addr.clone();
         Some((id, addr))

@@ -3,7 +3,7 @@
 //! `fsync` of the WAL per round, however many groups and entries the round covers.
 
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rocksdb::DB;
 
@@ -19,8 +19,10 @@ pub struct Flusher {
 impl Flusher {
     /// Starts the flusher thread for `db`. The queue is bounded: producers wait when it is
     /// full, which back-pressures Raft instead of growing memory.
-    pub fn start(db: Arc<DB>) -> Self {
+    pub fn start(db: &Arc<DB>) -> Self {
         let (tx, rx) = mpsc::sync_channel::<Durable>(65_536);
+        // A weak handle: the flusher never keeps a closed node's database open.
+        let db = Arc::downgrade(db);
         std::thread::Builder::new()
             .name("spate-wal-sync".into())
             .spawn(move || run(db, rx))
@@ -46,7 +48,7 @@ impl Flusher {
     }
 }
 
-fn run(db: Arc<DB>, rx: mpsc::Receiver<Durable>) {
+fn run(db: Weak<DB>, rx: mpsc::Receiver<Durable>) {
     let mut round: Vec<Durable> = Vec::with_capacity(1024);
     while let Ok(first) = rx.recv() {
         round.push(first);
@@ -56,7 +58,10 @@ fn run(db: Arc<DB>, rx: mpsc::Receiver<Durable>) {
                 break;
             }
         }
-        let res = db.flush_wal(true);
+        let res = match db.upgrade() {
+            Some(db) => db.flush_wal(true).map_err(|e| std::io::Error::other(e.to_string())),
+            None => Err(std::io::Error::other("database closed")),
+        };
         for done in round.drain(..) {
             done(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
         }

@@ -65,7 +65,6 @@ impl RaftTuning {
             max_in_snapshot_log_to_keep: 1000,
             max_payload_entries: 256,
             install_snapshot_timeout: 10_000,
-            send_snapshot_timeout: 30_000,
             ..Default::default()
         };
         Ok(Arc::new(cfg.validate()?))

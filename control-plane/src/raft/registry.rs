@@ -130,6 +130,12 @@ impl GroupRegistry {
         self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
     }
 
+    /// Forgets every group and the forward handler (node shutdown).
+    pub fn clear(&self) {
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).clear();
+        *self.forward.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     pub fn get(&self, group: GroupId) -> Option<Arc<dyn GroupEndpoint>> {
         self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
     }

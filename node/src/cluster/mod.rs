@@ -290,7 +290,7 @@ impl Backend for ClusterBackend {
         let shard = self.shard_of(&s, pos.shard_index)?.clone();
         let req = ShardRequest::Read {
             from: pos.position,
-            limit: limit.clamp(1, limits::GET_RECORDS_MAX_LIMIT),
+            limit: limit.clamp(1, limits::GET_RECORDS_MAX_LIMIT as u32),
             max_bytes: limits::GET_RECORDS_MAX_BYTES as u64,
         };
         let (records, next_ordinal, _last_arrival) = match self.router.call(&shard, req).await {

@@ -2,6 +2,7 @@
 //! over gRPC), following `NotLeader` hints. A put is retried only when it surely was not
 //! applied (a `NotLeader` answer, a refused connection), so retries never duplicate records.
 
+use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -59,7 +60,7 @@ impl ShardRouter {
 
     fn first_target(&self, shard: &ShardMeta) -> NodeId {
         if let Some(r) = self.shards.get(shard.group) {
-            if let Some(l) = r.raft.metrics().borrow().current_leader {
+            if let Some(l) = r.raft.metrics().borrow_watched().current_leader {
                 return l;
             }
         }
@@ -117,7 +118,7 @@ impl ShardRouter {
         let deadline = Instant::now() + ROUTE_DEADLINE;
         let mut target = self.first_target(shard);
         let mut rotation = 0usize;
-        let mut last_err = String::from("no replica answered");
+        let mut last_err: String;
         loop {
             match self.hop(target, shard.group, &req).await {
                 Hop::Reply(ShardReply::NotLeader { leader }) => {
@@ -154,7 +155,7 @@ impl ShardRouter {
                 let local_leader = self
                     .shards
                     .get(shard.group)
-                    .and_then(|r| r.raft.metrics().borrow().current_leader);
+                    .and_then(|r| r.raft.metrics().borrow_watched().current_leader);
                 target = match local_leader {
                     Some(l) if l != target => l,
                     _ => shard.replicas[rotation % shard.replicas.len()],

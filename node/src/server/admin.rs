@@ -2,6 +2,7 @@
 //! with a leader, cluster bootstrapped), `/metrics` (Prometheus text) and `/v1/shards` (this
 //! node's replicas: leader, members, applied progress).
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -53,7 +54,7 @@ pub async fn serve(
 }
 
 fn is_ready(st: &AdminState) -> bool {
-    let m = st.meta.raft().metrics().borrow().clone();
+    let m = st.meta.raft().metrics().borrow_watched().clone();
     m.current_leader.is_some() && st.meta.view().state.secrets.is_some()
 }
 
@@ -100,7 +101,7 @@ async fn metrics(State(st): State<AdminState>) -> Response {
     };
     let views = shard_views(&st);
     let view = st.meta.view();
-    let meta_m = st.meta.raft().metrics().borrow().clone();
+    let meta_m = st.meta.raft().metrics().borrow_watched().clone();
     add(&mut registry, "node_ready", "1 when the node is ready", is_ready(&st) as i64);
     add(&mut registry, "meta_is_leader", "1 when this node leads the control plane", st.meta.raft().is_leader() as i64);
     add(&mut registry, "meta_term", "Current term of the control-plane group", meta_m.current_term as i64);

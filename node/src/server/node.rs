@@ -38,6 +38,8 @@ pub struct Node {
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     flusher: Flusher,
+    registry: Arc<GroupRegistry>,
+    db: Arc<rocksdb::DB>,
 }
 
 /// A future that resolves once `rx` turns true.
@@ -51,7 +53,7 @@ impl Node {
         let id = cfg.node.id;
         std::fs::create_dir_all(&cfg.node.data_dir)?;
         let db = db::open(&cfg.node.data_dir.join("db"))?;
-        let flusher = Flusher::start(db.clone());
+        let flusher = Flusher::start(&db);
         let peers = PeerChannels::new();
         let registry = GroupRegistry::new();
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -133,24 +135,36 @@ impl Node {
         }));
 
         tracing::info!(api = %cfg.listen.api, peer = %cfg.listen.peer, admin = %cfg.listen.admin, zone = %cfg.node.zone, "node started");
-        Ok(Node { id, meta, shards, backend, stop_tx, tasks, flusher })
+        Ok(Node { id, meta, shards, backend, stop_tx, tasks, flusher, registry, db })
     }
 
-    /// Stops serving, shuts every Raft group down and syncs the WAL.
+    /// Stops serving, shuts every Raft group down, syncs the WAL and closes the database
+    /// (waiting, bounded, for the last handles to go).
     pub async fn shutdown(self) {
-        let _ = self.stop_tx.send(true);
-        self.shards.shutdown().await;
-        let _ = self.meta.raft().shutdown().await;
-        for t in &self.tasks {
+        let Node { id, meta, shards, backend, stop_tx, tasks, flusher, registry, db } = self;
+        let _ = stop_tx.send(true);
+        shards.shutdown().await;
+        let _ = meta.raft().shutdown().await;
+        registry.clear();
+        for t in &tasks {
             t.abort();
         }
-        for t in self.tasks {
+        for t in tasks {
             let _ = t.await;
         }
-        if let Err(e) = self.flusher.sync().await {
+        if let Err(e) = flusher.sync().await {
             tracing::warn!(error = %e, "final WAL sync");
         }
-        tracing::info!(node = self.id, "node stopped");
+        drop((meta, shards, backend, registry));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&db) > 1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if Arc::strong_count(&db) > 1 {
+            tracing::warn!(node = id, handles = Arc::strong_count(&db), "database still referenced at shutdown");
+        }
+        drop(db);
+        tracing::info!(node = id, "node stopped");
     }
 }
 

@@ -147,7 +147,9 @@ impl ShardManager {
 
     /// Shuts every hosted group down (node shutdown).
     pub async fn shutdown(&self) {
-        for r in self.all() {
+        let all: Vec<_> = self.replicas.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        for (group, r) in all {
+            self.registry.remove(group);
             let _ = r.raft.shutdown().await;
         }
     }

@@ -5,6 +5,7 @@
 //! them to the leader first, so a reader sees its own acknowledged writes, and falls back to
 //! a follower when the leader is unreachable.
 
+use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -76,7 +77,7 @@ impl ShardReplica {
 
     /// This replica's view of the group.
     pub fn status(&self) -> ReplicaStatus {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         ReplicaStatus {
             group: self.group,
             leader: m.current_leader,
@@ -87,7 +88,7 @@ impl ShardReplica {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(*self.raft.node_id())
+        self.raft.metrics().borrow_watched().current_leader == Some(*self.raft.node_id())
     }
 
     /// Serves one request.
@@ -95,7 +96,7 @@ impl ShardReplica {
         match req {
             ShardRequest::Put { records } => {
                 if !self.is_leader() {
-                    return ShardReply::NotLeader { leader: self.raft.metrics().borrow().current_leader };
+                    return ShardReply::NotLeader { leader: self.raft.metrics().borrow_watched().current_leader };
                 }
                 let (tx, rx) = oneshot::channel();
                 if self.puts.try_send(PutJob { records, reply: tx }).is_err() {
