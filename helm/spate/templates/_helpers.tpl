@@ -173,7 +173,7 @@ while :; do
   code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST http://127.0.0.1:{{ .Values.ports.admin }}/v1/drain || true)"
   case "$code" in
     200) echo "spate: drained" >&2; exit 0 ;;
-    404|405) echo "spate: this node has no /v1/drain; stopping without draining" >&2; exit 0 ;;
+    404|405|501) echo "spate: this node has no /v1/drain; stopping without draining" >&2; exit 0 ;;
   esac
   if [ "$(date +%s)" -ge "$deadline" ]; then echo "spate: drain timed out (last status $code)" >&2; exit 0; fi
   sleep 2
