@@ -43,7 +43,6 @@ WORKDIR /var/lib/spate
 VOLUME ["/var/lib/spate"]
 # Kinesis API, TLS API, peer gRPC, admin (/health, /ready, /metrics).
 EXPOSE 4567 4443 7400 9400
-ENV SPATE_LOG=info,openraft=warn
 # tini forwards SIGTERM to the node (graceful shutdown) and reaps children.
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["/usr/local/bin/spate", "server", "--config", "/etc/spate/spate.toml"]
