@@ -87,7 +87,9 @@ impl Config {
         if let Some(p) = path {
             fig = fig.merge(Toml::file_exact(p));
         }
-        fig = fig.merge(Env::prefixed("SPATE_").split("__"));
+        // Only `SPATE_<SECTION>__<KEY>` variables are configuration; others such as
+        // `SPATE_LOG` (log filter) or `SPATE_BIN` (test tooling) are not.
+        fig = fig.merge(Env::prefixed("SPATE_").filter(|k| k.as_str().contains("__")).split("__"));
         let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.validate()?;
         Ok(cfg)
@@ -151,6 +153,8 @@ peers = [
             jail.create_file("n.toml", SAMPLE)?;
             jail.set_env("SPATE_KINESIS__REGION", "eu-west-1");
             jail.set_env("SPATE_RAFT__HEARTBEAT_MS", "100");
+            jail.set_env("SPATE_LOG", "debug");
+            jail.set_env("SPATE_BIN", "/somewhere/spate");
             let cfg = Config::load(Some(Path::new("n.toml"))).map_err(|e| e.to_string())?;
             assert_eq!(cfg.node.id, 1);
             assert_eq!(cfg.kinesis.region, "eu-west-1");
