@@ -10,7 +10,11 @@ use spate_node::server::node::Node;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(name = "spate", version, about = "Self-hosted, wire-compatible Amazon Kinesis Data Streams")]
+#[command(
+    name = "spate",
+    version,
+    about = "Self-hosted, wire-compatible Amazon Kinesis Data Streams"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -45,20 +49,24 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_env("SPATE_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -73,7 +81,10 @@ async fn shutdown_signal() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("spate").build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("spate")
+        .build()?;
     rt.block_on(async move {
         match cli.cmd {
             Cmd::Server { config } => {

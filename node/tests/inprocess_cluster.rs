@@ -13,11 +13,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use spate_node::api::backend::{Backend, IteratorStart, PutEntry, StreamMode, StreamStatus};
-use spate_node::server::config::{ClusterSection, Config, KinesisSection, ListenSection, NodeSection, PeerConfig};
+use spate_node::server::config::{
+    ClusterSection, Config, KinesisSection, ListenSection, NodeSection, PeerConfig,
+};
 use spate_node::server::node::Node;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 struct Ports {
@@ -31,19 +36,29 @@ fn configs(dir: &Path, ports: &[Ports]) -> Vec<Config> {
     let peers: Vec<PeerConfig> = ports
         .iter()
         .enumerate()
-        .map(|(i, p)| PeerConfig { id: i as u64, zone: zones[i].into(), addr: format!("127.0.0.1:{}", p.peer) })
+        .map(|(i, p)| PeerConfig {
+            id: i as u64,
+            zone: zones[i].into(),
+            addr: format!("127.0.0.1:{}", p.peer),
+        })
         .collect();
     ports
         .iter()
         .enumerate()
         .map(|(i, p)| Config {
-            node: NodeSection { id: i as u64, zone: zones[i].into(), data_dir: dir.join(format!("n{i}")) },
+            node: NodeSection {
+                id: i as u64,
+                zone: zones[i].into(),
+                data_dir: dir.join(format!("n{i}")),
+            },
             listen: ListenSection {
                 api: format!("127.0.0.1:{}", p.api),
                 peer: format!("127.0.0.1:{}", p.peer),
                 admin: format!("127.0.0.1:{}", p.admin),
             },
-            cluster: ClusterSection { peers: peers.clone() },
+            cluster: ClusterSection {
+                peers: peers.clone(),
+            },
             kinesis: KinesisSection::default(),
             raft: Default::default(),
         })
@@ -66,7 +81,10 @@ async fn wait_active(node: &Node, name: &str) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "stream {name} did not become ACTIVE");
+        assert!(
+            Instant::now() < deadline,
+            "stream {name} did not become ACTIVE"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -104,7 +122,11 @@ fn seq_lt(a: &str, b: &str) -> bool {
 
 /// Reads every shard from TRIM_HORIZON through `node`; checks ordering; returns all records.
 async fn read_all(node: &Node, name: &str) -> Result<Acks, String> {
-    let desc = node.backend.describe_stream(name).await.map_err(|e| e.to_string())?;
+    let desc = node
+        .backend
+        .describe_stream(name)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut out = Acks::new();
     for shard in desc.shards {
         let mut it = node
@@ -114,18 +136,28 @@ async fn read_all(node: &Node, name: &str) -> Result<Acks, String> {
             .map_err(|e| e.to_string())?;
         let mut last: Option<String> = None;
         loop {
-            let page = node.backend.get_records(&it, 10_000).await.map_err(|e| e.to_string())?;
+            let page = node
+                .backend
+                .get_records(&it, 10_000)
+                .await
+                .map_err(|e| e.to_string())?;
             if page.records.is_empty() {
                 break;
             }
             for r in page.records {
                 if let Some(prev) = &last {
-                    assert!(seq_lt(prev, &r.sequence_number), "sequence numbers increase in shard {}", shard.index);
+                    assert!(
+                        seq_lt(prev, &r.sequence_number),
+                        "sequence numbers increase in shard {}",
+                        shard.index
+                    );
                 }
                 last = Some(r.sequence_number.clone());
                 out.insert((shard.index, r.sequence_number), r.data);
             }
-            it = page.next_shard_iterator.ok_or("open shard without a next iterator")?;
+            it = page
+                .next_shard_iterator
+                .ok_or("open shard without a next iterator")?;
         }
     }
     Ok(out)
@@ -134,7 +166,13 @@ async fn read_all(node: &Node, name: &str) -> Result<Acks, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicated_writes_survive_leader_stop_and_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let ports: Vec<Ports> = (0..3).map(|_| Ports { api: free_port(), peer: free_port(), admin: free_port() }).collect();
+    let ports: Vec<Ports> = (0..3)
+        .map(|_| Ports {
+            api: free_port(),
+            peer: free_port(),
+            admin: free_port(),
+        })
+        .collect();
     let cfgs = configs(dir.path(), &ports);
     let mut nodes = start_all(&cfgs).await;
 
@@ -142,7 +180,11 @@ async fn replicated_writes_survive_leader_stop_and_restart() {
     // The control plane needs a moment to elect and bootstrap.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match n0.backend.create_stream("s", Some(3), StreamMode::Provisioned).await {
+        match n0
+            .backend
+            .create_stream("s", Some(3), StreamMode::Provisioned)
+            .await
+        {
             Ok(()) => break,
             Err(e) => {
                 assert!(Instant::now() < deadline, "create_stream kept failing: {e}");
@@ -157,15 +199,30 @@ async fn replicated_writes_survive_leader_stop_and_restart() {
     let mut acks = Acks::new();
     for b in 0..10 {
         let via = nodes[b % 3].as_ref().expect("node");
-        assert_eq!(put_acked(via, "s", entries(&format!("a{b}"), 100), &mut acks).await, 100);
+        assert_eq!(
+            put_acked(via, "s", entries(&format!("a{b}"), 100), &mut acks).await,
+            100
+        );
     }
     assert_eq!(acks.len(), 1000);
     for n in nodes.iter().flatten() {
-        assert_eq!(read_all(n, "s").await.expect("read"), acks, "node {} reads every acknowledged record", n.id);
+        assert_eq!(
+            read_all(n, "s").await.expect("read"),
+            acks,
+            "node {} reads every acknowledged record",
+            n.id
+        );
     }
 
     // Stop the leader of shard 0; writes must succeed again through the survivors.
-    let leader = nodes[0].as_ref().and_then(|n| n.shards.all().into_iter().find(|r| r.identity.shard_index == 0))
+    let leader = nodes[0]
+        .as_ref()
+        .and_then(|n| {
+            n.shards
+                .all()
+                .into_iter()
+                .find(|r| r.identity.shard_index == 0)
+        })
         .and_then(|r| r.raft.metrics().borrow_watched().current_leader)
         .expect("shard 0 has a leader") as usize;
     let stopped = nodes[leader].take().expect("leader node");
@@ -175,14 +232,25 @@ async fn replicated_writes_survive_leader_stop_and_restart() {
     let mut recovered = false;
     while start.elapsed() < Duration::from_secs(20) {
         let via = nodes[via_idx].as_ref().expect("survivor");
-        if put_acked(via, "s", entries(&format!("f{}", start.elapsed().as_millis()), 30), &mut acks).await == 30 {
+        if put_acked(
+            via,
+            "s",
+            entries(&format!("f{}", start.elapsed().as_millis()), 30),
+            &mut acks,
+        )
+        .await
+            == 30
+        {
             recovered = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(recovered, "writes recover after the leader stops");
-    eprintln!("writes recovered {:?} after stopping node {leader}", start.elapsed());
+    eprintln!(
+        "writes recovered {:?} after stopping node {leader}",
+        start.elapsed()
+    );
     let survivor = nodes[via_idx].as_ref().expect("survivor");
     assert_eq!(read_all(survivor, "s").await.expect("read"), acks);
 
@@ -201,7 +269,12 @@ async fn replicated_writes_survive_leader_stop_and_restart() {
         if got.as_ref() == Ok(&acks) {
             break;
         }
-        assert!(Instant::now() < deadline, "after restart: {:?} records readable of {}", got.map(|g| g.len()), acks.len());
+        assert!(
+            Instant::now() < deadline,
+            "after restart: {:?} records readable of {}",
+            got.map(|g| g.len()),
+            acks.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for n in nodes.into_iter().flatten() {

@@ -91,7 +91,9 @@ impl MetaHandle {
                                 self.wait_applied(index, deadline).await;
                                 return Ok(resp);
                             }
-                            Err(e) => tracing::debug!(error = %e, "forwarding to the meta leader failed"),
+                            Err(e) => {
+                                tracing::debug!(error = %e, "forwarding to the meta leader failed")
+                            }
                         }
                     }
                 }
@@ -107,12 +109,16 @@ impl MetaHandle {
     async fn forward(&self, addr: &str, cmd: &MetaCommand) -> Result<(MetaResponse, u64), String> {
         let payload = encode(cmd).map_err(|e| e.to_string())?;
         let mut client = self.peers.forward_client(addr).map_err(|e| e.to_string())?;
-        let call = client.meta(GroupMessage { group_id: META_GROUP, payload });
+        let call = client.meta(GroupMessage {
+            group_id: META_GROUP,
+            payload,
+        });
         let resp = tokio::time::timeout(Duration::from_secs(5), call)
             .await
             .map_err(|_| "timed out".to_string())?
             .map_err(|s| s.message().to_string())?;
-        let answer: ForwardedMeta = decode(&resp.into_inner().payload).map_err(|e| e.to_string())?;
+        let answer: ForwardedMeta =
+            decode(&resp.into_inner().payload).map_err(|e| e.to_string())?;
         answer
     }
 
@@ -120,6 +126,7 @@ impl MetaHandle {
     pub async fn wait_applied(&self, index: u64, deadline: Instant) {
         let mut rx = self.view.clone();
         let wait = rx.wait_for(|v| v.applied_index >= index);
-        let _ = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), wait).await;
+        let _ =
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), wait).await;
     }
 }

@@ -107,11 +107,19 @@ pub struct MetaState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaCommand {
     /// First command of a new cluster: secrets and the initial node registry.
-    Bootstrap { secrets: ClusterSecrets, nodes: Vec<NodeInfo> },
+    Bootstrap {
+        secrets: ClusterSecrets,
+        nodes: Vec<NodeInfo>,
+    },
     /// Registers or updates a node.
     RegisterNode { node: NodeInfo },
     /// Creates a stream with `hash_ranges.len()` shards.
-    CreateStream { name: String, mode: CapacityMode, hash_ranges: Vec<(u128, u128)>, now_ms: u64 },
+    CreateStream {
+        name: String,
+        mode: CapacityMode,
+        hash_ranges: Vec<(u128, u128)>,
+        now_ms: u64,
+    },
     /// Marks a CREATING stream ACTIVE once its shard groups serve.
     ActivateStream { name: String, uid: u64 },
     /// Removes a stream; its shard groups are torn down by every node.
@@ -123,7 +131,9 @@ impl std::fmt::Display for MetaCommand {
         match self {
             MetaCommand::Bootstrap { nodes, .. } => write!(f, "Bootstrap({} nodes)", nodes.len()),
             MetaCommand::RegisterNode { node } => write!(f, "RegisterNode({})", node.id),
-            MetaCommand::CreateStream { name, hash_ranges, .. } => {
+            MetaCommand::CreateStream {
+                name, hash_ranges, ..
+            } => {
                 write!(f, "CreateStream({name}, {} shards)", hash_ranges.len())
             }
             MetaCommand::ActivateStream { name, uid } => write!(f, "ActivateStream({name}#{uid})"),
@@ -152,7 +162,9 @@ pub enum MetaError {
 pub enum MetaResponse {
     /// Membership/blank entries and commands without a payload.
     Done,
-    StreamCreated { uid: u64 },
+    StreamCreated {
+        uid: u64,
+    },
     Failed(MetaError),
 }
 
@@ -177,9 +189,12 @@ impl MetaState {
                 self.epoch += 1;
                 MetaResponse::Done
             }
-            MetaCommand::CreateStream { name, mode, hash_ranges, now_ms } => {
-                self.create_stream(name, *mode, hash_ranges, *now_ms)
-            }
+            MetaCommand::CreateStream {
+                name,
+                mode,
+                hash_ranges,
+                now_ms,
+            } => self.create_stream(name, *mode, hash_ranges, *now_ms),
             MetaCommand::ActivateStream { name, uid } => match self.streams.get_mut(name) {
                 Some(s) if s.uid == *uid && s.status == StreamStatus::Creating => {
                     s.status = StreamStatus::Active;
@@ -214,7 +229,9 @@ impl MetaState {
             return MetaResponse::Failed(MetaError::StreamExists(name.to_string()));
         }
         if hash_ranges.is_empty() {
-            return MetaResponse::Failed(MetaError::Invalid("a stream needs at least one shard".into()));
+            return MetaResponse::Failed(MetaError::Invalid(
+                "a stream needs at least one shard".into(),
+            ));
         }
         if self.nodes.is_empty() {
             return MetaResponse::Failed(MetaError::NoNodes);
@@ -299,7 +316,12 @@ impl MetaState {
             }
         }
         if picks.len() < REPLICAS {
-            let mut rest: Vec<u64> = self.nodes.keys().copied().filter(|id| !picks.contains(id)).collect();
+            let mut rest: Vec<u64> = self
+                .nodes
+                .keys()
+                .copied()
+                .filter(|id| !picks.contains(id))
+                .collect();
             rest.sort_by_key(rank);
             for id in rest {
                 if picks.len() == REPLICAS {
@@ -321,10 +343,18 @@ mod tests {
         let mut st = MetaState::default();
         let nodes = nodes
             .iter()
-            .map(|(id, zone)| NodeInfo { id: *id, zone: zone.to_string(), peer_addr: format!("n{id}:7400") })
+            .map(|(id, zone)| NodeInfo {
+                id: *id,
+                zone: zone.to_string(),
+                peer_addr: format!("n{id}:7400"),
+            })
             .collect();
         st.apply(&MetaCommand::Bootstrap {
-            secrets: ClusterSecrets { iterator_key_id: 1, iterator_key: [7; 32], cluster_id: 9 },
+            secrets: ClusterSecrets {
+                iterator_key_id: 1,
+                iterator_key: [7; 32],
+                cluster_id: 9,
+            },
             nodes,
         });
         st
@@ -335,7 +365,11 @@ mod tests {
         (0..n)
             .map(|i| {
                 let start = w * i as u128;
-                let end = if i + 1 == n { u128::MAX } else { w * (i as u128 + 1) - 1 };
+                let end = if i + 1 == n {
+                    u128::MAX
+                } else {
+                    w * (i as u128 + 1) - 1
+                };
                 (start, end)
             })
             .collect()
@@ -343,7 +377,14 @@ mod tests {
 
     #[test]
     fn create_places_replicas_in_distinct_zones() {
-        let mut st = bootstrapped(&[(0, "az-a"), (1, "az-b"), (2, "az-c"), (3, "az-a"), (4, "az-b"), (5, "az-c")]);
+        let mut st = bootstrapped(&[
+            (0, "az-a"),
+            (1, "az-b"),
+            (2, "az-c"),
+            (3, "az-a"),
+            (4, "az-b"),
+            (5, "az-c"),
+        ]);
         let r = st.apply(&MetaCommand::CreateStream {
             name: "s".into(),
             mode: CapacityMode::Provisioned,
@@ -356,8 +397,11 @@ mod tests {
         for sh in &s.shards {
             assert!(groups.insert(sh.group), "group ids are unique");
             assert_eq!(sh.replicas.len(), 3);
-            let zones: std::collections::BTreeSet<_> =
-                sh.replicas.iter().map(|id| st.nodes[id].zone.clone()).collect();
+            let zones: std::collections::BTreeSet<_> = sh
+                .replicas
+                .iter()
+                .map(|id| st.nodes[id].zone.clone())
+                .collect();
             assert_eq!(zones.len(), 3, "replicas of {} in distinct zones", sh.index);
         }
         // 8 shards × 3 replicas over 6 nodes: every node holds 4.
@@ -376,11 +420,20 @@ mod tests {
             now_ms: 5_000,
         };
         assert_eq!(st.apply(&create), MetaResponse::StreamCreated { uid: 1 });
-        assert_eq!(st.apply(&create), MetaResponse::Failed(MetaError::StreamExists("s".into())));
+        assert_eq!(
+            st.apply(&create),
+            MetaResponse::Failed(MetaError::StreamExists("s".into()))
+        );
         assert_eq!(st.streams["s"].status, StreamStatus::Creating);
-        st.apply(&MetaCommand::ActivateStream { name: "s".into(), uid: 1 });
+        st.apply(&MetaCommand::ActivateStream {
+            name: "s".into(),
+            uid: 1,
+        });
         assert_eq!(st.streams["s"].status, StreamStatus::Active);
-        assert_eq!(st.apply(&MetaCommand::DeleteStream { name: "s".into() }), MetaResponse::Done);
+        assert_eq!(
+            st.apply(&MetaCommand::DeleteStream { name: "s".into() }),
+            MetaResponse::Done
+        );
         assert!(st.streams.is_empty());
         // Re-creating gives a new uid and new groups.
         assert_eq!(st.apply(&create), MetaResponse::StreamCreated { uid: 2 });
@@ -390,8 +443,18 @@ mod tests {
     #[test]
     fn apply_is_deterministic() {
         let cmds = vec![
-            MetaCommand::CreateStream { name: "a".into(), mode: CapacityMode::Provisioned, hash_ranges: ranges(3), now_ms: 1 },
-            MetaCommand::CreateStream { name: "b".into(), mode: CapacityMode::Provisioned, hash_ranges: ranges(5), now_ms: 2 },
+            MetaCommand::CreateStream {
+                name: "a".into(),
+                mode: CapacityMode::Provisioned,
+                hash_ranges: ranges(3),
+                now_ms: 1,
+            },
+            MetaCommand::CreateStream {
+                name: "b".into(),
+                mode: CapacityMode::Provisioned,
+                hash_ranges: ranges(5),
+                now_ms: 2,
+            },
             MetaCommand::DeleteStream { name: "a".into() },
         ];
         let mut x = bootstrapped(&[(0, "az-a"), (1, "az-b"), (2, "az-c"), (3, "az-c")]);

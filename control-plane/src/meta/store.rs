@@ -48,7 +48,9 @@ pub struct MetaStore {
 impl MetaStore {
     /// Loads the persisted image (if any) and returns the store and a receiver of its views.
     pub fn open(db: Arc<DB>) -> io::Result<(Self, watch::Receiver<MetaView>)> {
-        let cf = db.cf_handle(CF_META_SM).ok_or_else(|| io_err("missing cf meta_sm"))?;
+        let cf = db
+            .cf_handle(CF_META_SM)
+            .ok_or_else(|| io_err("missing cf meta_sm"))?;
         let image: Image = match db.get_cf(cf, KEY_IMAGE).map_err(io_err)? {
             Some(bytes) => decode_io(&bytes)?,
             None => Image::default(),
@@ -58,11 +60,21 @@ impl MetaStore {
             applied_index: image.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
         };
         let (tx, rx) = watch::channel(view);
-        Ok((Self { db, image: Arc::new(tokio::sync::Mutex::new(image)), view_tx: Arc::new(tx) }, rx))
+        Ok((
+            Self {
+                db,
+                image: Arc::new(tokio::sync::Mutex::new(image)),
+                view_tx: Arc::new(tx),
+            },
+            rx,
+        ))
     }
 
     fn persist(&self, image: &Image) -> io::Result<()> {
-        let cf = self.db.cf_handle(CF_META_SM).ok_or_else(|| io_err("missing cf meta_sm"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_META_SM)
+            .ok_or_else(|| io_err("missing cf meta_sm"))?;
         let mut batch = WriteBatch::default();
         batch.put_cf(cf, KEY_IMAGE, encode_io(image)?);
         self.db.write(batch).map_err(io_err)
@@ -78,10 +90,13 @@ impl MetaStore {
 
     fn snapshot_of(image: &Image) -> io::Result<SnapshotOf<C, SnapshotData>> {
         let meta = SnapshotMetaOf::<C> {
-            last_log_id: image.last_applied.clone(),
+            last_log_id: image.last_applied,
             last_membership: image.membership.clone(),
         };
-        Ok(SnapshotOf::<C, SnapshotData> { meta, snapshot: Cursor::new(encode_io(&image.state)?) })
+        Ok(SnapshotOf::<C, SnapshotData> {
+            meta,
+            snapshot: Cursor::new(encode_io(&image.state)?),
+        })
     }
 }
 
@@ -98,9 +113,11 @@ impl RaftStateMachine<C> for MetaStore {
     type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
         let image = self.image.lock().await;
-        Ok((image.last_applied.clone(), image.membership.clone()))
+        Ok((image.last_applied, image.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -115,7 +132,8 @@ impl RaftStateMachine<C> for MetaStore {
                 EntryPayload::Blank => MetaResponse::Done,
                 EntryPayload::Normal(cmd) => image.state.apply(cmd),
                 EntryPayload::Membership(m) => {
-                    image.membership = StoredMembershipOf::<C>::new(Some(entry.log_id()), m.clone());
+                    image.membership =
+                        StoredMembershipOf::<C>::new(Some(entry.log_id()), m.clone());
                     MetaResponse::Done
                 }
             };
@@ -136,16 +154,26 @@ impl RaftStateMachine<C> for MetaStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         let state: MetaState = decode_io(snapshot.get_ref())?;
         let mut image = self.image.lock().await;
-        *image = Image { last_applied: meta.last_log_id.clone(), membership: meta.last_membership.clone(), state };
+        *image = Image {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            state,
+        };
         self.persist(&image)?;
         self.publish(&image);
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
         let image = self.image.lock().await;
         if image.last_applied.is_none() {
             return Ok(None);

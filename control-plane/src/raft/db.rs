@@ -19,7 +19,13 @@ pub const CF_META_SM: &str = "meta_sm";
 pub const CF_SHARD_DATA: &str = "shard_data";
 pub const CF_SHARD_STATE: &str = "shard_state";
 
-const ALL_CFS: [&str; 5] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_META_SM, CF_SHARD_DATA, CF_SHARD_STATE];
+const ALL_CFS: [&str; 5] = [
+    CF_RAFT_LOG,
+    CF_RAFT_STATE,
+    CF_META_SM,
+    CF_SHARD_DATA,
+    CF_SHARD_STATE,
+];
 
 /// Opens (creating if needed) the node's database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {

@@ -44,7 +44,8 @@ impl Flusher {
         self.after_sync(Box::new(move |res| {
             let _ = tx.send(res);
         }));
-        rx.await.map_err(|_| std::io::Error::other("WAL flusher dropped a sync request"))?
+        rx.await
+            .map_err(|_| std::io::Error::other("WAL flusher dropped a sync request"))?
     }
 }
 
@@ -59,11 +60,17 @@ fn run(db: Weak<DB>, rx: mpsc::Receiver<Durable>) {
             }
         }
         let res = match db.upgrade() {
-            Some(db) => db.flush_wal(true).map_err(|e| std::io::Error::other(e.to_string())),
+            Some(db) => db
+                .flush_wal(true)
+                .map_err(|e| std::io::Error::other(e.to_string())),
             None => Err(std::io::Error::other("database closed")),
         };
         for done in round.drain(..) {
-            done(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::other(e.to_string())));
+            done(
+                res.as_ref()
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+            );
         }
     }
 }

@@ -34,13 +34,23 @@ pub struct GroupLogStore<C: RaftTypeConfig> {
 
 impl<C: RaftTypeConfig> Clone for GroupLogStore<C> {
     fn clone(&self) -> Self {
-        Self { db: self.db.clone(), group: self.group, flusher: self.flusher.clone(), _c: PhantomData }
+        Self {
+            db: self.db.clone(),
+            group: self.group,
+            flusher: self.flusher.clone(),
+            _c: PhantomData,
+        }
     }
 }
 
 impl<C: RaftTypeConfig> GroupLogStore<C> {
     pub fn new(db: Arc<DB>, group: GroupId, flusher: Flusher) -> Self {
-        Self { db, group, flusher, _c: PhantomData }
+        Self {
+            db,
+            group,
+            flusher,
+            _c: PhantomData,
+        }
     }
 
     fn state_key(&self, tag: u8) -> [u8; 9] {
@@ -51,7 +61,10 @@ impl<C: RaftTypeConfig> GroupLogStore<C> {
     }
 
     fn get_state<T: serde::de::DeserializeOwned>(&self, tag: u8) -> io::Result<Option<T>> {
-        let cf = self.db.cf_handle(CF_RAFT_STATE).ok_or_else(|| io_err("missing cf raft_state"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_STATE)
+            .ok_or_else(|| io_err("missing cf raft_state"))?;
         match self.db.get_cf(cf, self.state_key(tag)).map_err(io_err)? {
             Some(bytes) => Ok(Some(decode_io(&bytes)?)),
             None => Ok(None),
@@ -59,14 +72,25 @@ impl<C: RaftTypeConfig> GroupLogStore<C> {
     }
 
     fn put_state<T: serde::Serialize>(&self, tag: u8, value: &T) -> io::Result<()> {
-        let cf = self.db.cf_handle(CF_RAFT_STATE).ok_or_else(|| io_err("missing cf raft_state"))?;
-        self.db.put_cf(cf, self.state_key(tag), encode_io(value)?).map_err(io_err)
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_STATE)
+            .ok_or_else(|| io_err("missing cf raft_state"))?;
+        self.db
+            .put_cf(cf, self.state_key(tag), encode_io(value)?)
+            .map_err(io_err)
     }
 
     /// Deletes every log entry and state key of this group (the group was removed).
     pub fn destroy(&self) -> io::Result<()> {
-        let log = self.db.cf_handle(CF_RAFT_LOG).ok_or_else(|| io_err("missing cf raft_log"))?;
-        let st = self.db.cf_handle(CF_RAFT_STATE).ok_or_else(|| io_err("missing cf raft_state"))?;
+        let log = self
+            .db
+            .cf_handle(CF_RAFT_LOG)
+            .ok_or_else(|| io_err("missing cf raft_log"))?;
+        let st = self
+            .db
+            .cf_handle(CF_RAFT_STATE)
+            .ok_or_else(|| io_err("missing cf raft_state"))?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(log, log_key(self.group, 0), log_key(self.group + 1, 0));
         batch.delete_range_cf(st, self.state_key(0), self.state_key(u8::MAX));
@@ -88,10 +112,16 @@ where
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
-        let cf = self.db.cf_handle(CF_RAFT_LOG).ok_or_else(|| io_err("missing cf raft_log"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_LOG)
+            .ok_or_else(|| io_err("missing cf raft_log"))?;
         let from = log_key(self.group, start);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&from, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
+        {
             let (key, val) = item.map_err(io_err)?;
             if read_u64(&key, 0) != Some(self.group) {
                 break;
@@ -118,10 +148,15 @@ where
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
-        let cf = self.db.cf_handle(CF_RAFT_LOG).ok_or_else(|| io_err("missing cf raft_log"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_LOG)
+            .ok_or_else(|| io_err("missing cf raft_log"))?;
         let upper = log_key(self.group, u64::MAX);
         let mut last_log_id = None;
-        let mut it = self.db.iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
+        let mut it = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&upper, Direction::Reverse));
         if let Some(item) = it.next() {
             let (key, val) = item.map_err(io_err)?;
             if read_u64(&key, 0) == Some(self.group) {
@@ -131,7 +166,10 @@ where
         }
         let last_purged_log_id: Option<LogIdOf<C>> = self.get_state(TAG_PURGED)?;
         let last_log_id = last_log_id.or_else(|| last_purged_log_id.clone());
-        Ok(LogState { last_purged_log_id, last_log_id })
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -149,7 +187,9 @@ where
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        Ok(self.get_state::<Option<LogIdOf<C>>>(TAG_COMMITTED)?.flatten())
+        Ok(self
+            .get_state::<Option<LogIdOf<C>>>(TAG_COMMITTED)?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -157,14 +197,18 @@ where
         I: IntoIterator<Item = C::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let cf = self.db.cf_handle(CF_RAFT_LOG).ok_or_else(|| io_err("missing cf raft_log"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_LOG)
+            .ok_or_else(|| io_err("missing cf raft_log"))?;
         let mut batch = WriteBatch::default();
         for entry in entries {
             batch.put_cf(cf, log_key(self.group, entry.index()), encode_io(&entry)?);
         }
         // Readable now; durable once the flusher's next WAL sync completes.
         self.db.write(batch).map_err(io_err)?;
-        self.flusher.after_sync(Box::new(move |res| callback.io_completed(res)));
+        self.flusher
+            .after_sync(Box::new(move |res| callback.io_completed(res)));
         Ok(())
     }
 
@@ -173,19 +217,38 @@ where
             Some(id) => id.index() + 1,
             None => 0,
         };
-        let cf = self.db.cf_handle(CF_RAFT_LOG).ok_or_else(|| io_err("missing cf raft_log"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_LOG)
+            .ok_or_else(|| io_err("missing cf raft_log"))?;
         self.db
-            .delete_range_cf(cf, log_key(self.group, start), log_key(self.group, u64::MAX))
+            .delete_range_cf(
+                cf,
+                log_key(self.group, start),
+                log_key(self.group, u64::MAX),
+            )
             .map_err(io_err)?;
-        let cf = self.db.cf_handle(CF_RAFT_LOG).ok_or_else(|| io_err("missing cf raft_log"))?;
-        self.db.delete_cf(cf, log_key(self.group, u64::MAX)).map_err(io_err)
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_LOG)
+            .ok_or_else(|| io_err("missing cf raft_log"))?;
+        self.db
+            .delete_cf(cf, log_key(self.group, u64::MAX))
+            .map_err(io_err)
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         self.put_state(TAG_PURGED, &log_id)?;
-        let cf = self.db.cf_handle(CF_RAFT_LOG).ok_or_else(|| io_err("missing cf raft_log"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_RAFT_LOG)
+            .ok_or_else(|| io_err("missing cf raft_log"))?;
         self.db
-            .delete_range_cf(cf, log_key(self.group, 0), log_key(self.group, log_id.index() + 1))
+            .delete_range_cf(
+                cf,
+                log_key(self.group, 0),
+                log_key(self.group, log_id.index() + 1),
+            )
             .map_err(io_err)
     }
 }

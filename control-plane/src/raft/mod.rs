@@ -37,7 +37,12 @@ pub struct RaftTuning {
 
 impl Default for RaftTuning {
     fn default() -> Self {
-        Self { heartbeat_ms: 250, election_min_ms: 1000, election_max_ms: 2000, snapshot_logs: 1_000 }
+        Self {
+            heartbeat_ms: 250,
+            election_min_ms: 1000,
+            election_max_ms: 2000,
+            snapshot_logs: 1_000,
+        }
     }
 }
 

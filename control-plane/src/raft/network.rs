@@ -57,14 +57,20 @@ impl PeerChannels {
     }
 
     /// A raft transport client for `addr`.
-    pub fn raft_client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
+    pub fn raft_client(
+        &self,
+        addr: &str,
+    ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
         Ok(RaftTransportClient::new(self.channel(addr)?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
     }
 
     /// A forwarding client for `addr`.
-    pub fn forward_client(&self, addr: &str) -> Result<ForwardClient<Channel>, tonic::transport::Error> {
+    pub fn forward_client(
+        &self,
+        addr: &str,
+    ) -> Result<ForwardClient<Channel>, tonic::transport::Error> {
         Ok(ForwardClient::new(self.channel(addr)?)
             .max_decoding_message_size(64 << 20)
             .max_encoding_message_size(64 << 20))
@@ -80,7 +86,11 @@ pub struct GroupNetworkFactory<C> {
 
 impl<C> GroupNetworkFactory<C> {
     pub fn new(peers: Arc<PeerChannels>, group: GroupId) -> Self {
-        Self { peers, group, _c: PhantomData }
+        Self {
+            peers,
+            group,
+            _c: PhantomData,
+        }
     }
 }
 
@@ -91,7 +101,13 @@ where
     type Network = GroupClient<C>;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        GroupClient { peers: self.peers.clone(), addr: node.addr.clone(), target, group: self.group, _c: PhantomData }
+        GroupClient {
+            peers: self.peers.clone(),
+            addr: node.addr.clone(),
+            target,
+            group: self.group,
+            _c: PhantomData,
+        }
     }
 }
 
@@ -135,7 +151,12 @@ where
         }
     }
 
-    async fn call<Req, Resp, F, Fut>(&self, req: &Req, ttl: Duration, f: F) -> Result<Resp, RPCError<C>>
+    async fn call<Req, Resp, F, Fut>(
+        &self,
+        req: &Req,
+        ttl: Duration,
+        f: F,
+    ) -> Result<Resp, RPCError<C>>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
@@ -143,8 +164,14 @@ where
         Fut: Future<Output = Result<tonic::Response<GroupMessage>, tonic::Status>>,
     {
         let payload = encode(req).map_err(|e| self.network(e))?;
-        let client = self.peers.raft_client(&self.addr).map_err(|e| self.unreachable(e))?;
-        let msg = GroupMessage { group_id: self.group, payload };
+        let client = self
+            .peers
+            .raft_client(&self.addr)
+            .map_err(|e| self.unreachable(e))?;
+        let msg = GroupMessage {
+            group_id: self.group,
+            payload,
+        };
         let resp = tokio::time::timeout(ttl, f(client, msg))
             .await
             .map_err(|_| self.unreachable("timed out"))?
@@ -164,15 +191,32 @@ where
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, m| async move { c.append_entries(m).await }).await
+        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+            c.append_entries(m).await
+        })
+        .await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, m| async move { c.vote(m).await }).await
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+            c.vote(m).await
+        })
+        .await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest<C>, option: RPCOption) -> Result<VoteResponse<C>, RPCError<C>> {
-        self.call(&rpc, option.hard_ttl(), |mut c, m| async move { c.pre_vote(m).await }).await
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.call(&rpc, option.hard_ttl(), |mut c, m| async move {
+            c.pre_vote(m).await
+        })
+        .await
     }
 
     async fn full_snapshot(
@@ -182,16 +226,28 @@ where
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
-        let header = encode(&(vote, snapshot.meta.clone())).map_err(|e| StreamingError::from(self.network(e)))?;
+        let header = encode(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::from(self.network(e)))?;
         let data = snapshot.snapshot.into_inner();
         let group = self.group;
         let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK + 1);
-        chunks.push(SnapshotChunk { group_id: group, header, data: Vec::new() });
+        chunks.push(SnapshotChunk {
+            group_id: group,
+            header,
+            data: Vec::new(),
+        });
         for piece in data.chunks(SNAPSHOT_CHUNK) {
-            chunks.push(SnapshotChunk { group_id: group, header: Vec::new(), data: piece.to_vec() });
+            chunks.push(SnapshotChunk {
+                group_id: group,
+                header: Vec::new(),
+                data: piece.to_vec(),
+            });
         }
         drop(data);
-        let mut client = self.peers.raft_client(&self.addr).map_err(|e| StreamingError::from(self.unreachable(e)))?;
+        let mut client = self
+            .peers
+            .raft_client(&self.addr)
+            .map_err(|e| StreamingError::from(self.unreachable(e)))?;
         let send = client.install_snapshot(tokio_stream::iter(chunks));
         let ttl = option.hard_ttl().max(Duration::from_secs(30));
         tokio::select! {
@@ -210,7 +266,10 @@ where
         req: TransferLeaderRequest<C>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
-        self.call(&req, option.hard_ttl(), |mut c, m| async move { c.transfer_leader(m).await }).await
+        self.call(&req, option.hard_ttl(), |mut c, m| async move {
+            c.transfer_leader(m).await
+        })
+        .await
     }
 
     fn backoff(&self) -> Option<Backoff> {

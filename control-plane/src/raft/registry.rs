@@ -16,12 +16,21 @@ use super::{GroupId, SnapshotData};
 /// What the transport can do with one hosted group. Payloads are postcard-encoded
 /// openraft messages; errors are gRPC statuses.
 pub trait GroupEndpoint: Send + Sync + 'static {
-    fn append_entries(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
+    fn append_entries(
+        &self,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
     fn vote(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
     fn pre_vote(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
-    fn install_snapshot(&self, header: Vec<u8>, data: Vec<u8>)
-        -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
-    fn transfer_leader(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
+    fn install_snapshot(
+        &self,
+        header: Vec<u8>,
+        data: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
+    fn transfer_leader(
+        &self,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
 }
 
 fn bad_request(e: impl std::fmt::Display) -> tonic::Status {
@@ -52,7 +61,10 @@ where
     C: RaftTypeConfig,
     SM: RaftStateMachine<C, SnapshotData = SnapshotData>,
 {
-    fn append_entries(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
+    fn append_entries(
+        &self,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
         let raft = self.raft.clone();
         Box::pin(async move {
             let req = decode(&payload).map_err(bad_request)?;
@@ -86,18 +98,31 @@ where
     ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
         let raft = self.raft.clone();
         Box::pin(async move {
-            let (vote, meta): (VoteOf<C>, SnapshotMetaOf<C>) = decode(&header).map_err(bad_request)?;
-            let snapshot = Snapshot { meta, snapshot: Cursor::new(data) };
-            let resp = raft.install_full_snapshot(vote, snapshot).await.map_err(unavailable)?;
+            let (vote, meta): (VoteOf<C>, SnapshotMetaOf<C>) =
+                decode(&header).map_err(bad_request)?;
+            let snapshot = Snapshot {
+                meta,
+                snapshot: Cursor::new(data),
+            };
+            let resp = raft
+                .install_full_snapshot(vote, snapshot)
+                .await
+                .map_err(unavailable)?;
             encoded(&resp)
         })
     }
 
-    fn transfer_leader(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
+    fn transfer_leader(
+        &self,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
         let raft = self.raft.clone();
         Box::pin(async move {
             let req = decode(&payload).map_err(bad_request)?;
-            let resp = raft.handle_transfer_leader(req).await.map_err(unavailable)?;
+            let resp = raft
+                .handle_transfer_leader(req)
+                .await
+                .map_err(unavailable)?;
             encoded(&resp)
         })
     }
@@ -106,7 +131,11 @@ where
 /// Handles requests forwarded from other nodes (put to a shard leader, a meta command to the
 /// meta leader). Implemented by the node; payloads are postcard-encoded by their owners.
 pub trait ForwardHandler: Send + Sync + 'static {
-    fn shard(&self, group: GroupId, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
+    fn shard(
+        &self,
+        group: GroupId,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
     fn meta(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
 }
 
@@ -123,21 +152,34 @@ impl GroupRegistry {
     }
 
     pub fn insert(&self, group: GroupId, endpoint: Arc<dyn GroupEndpoint>) {
-        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(group, endpoint);
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, endpoint);
     }
 
     pub fn remove(&self, group: GroupId) {
-        self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group);
     }
 
     /// Forgets every group and the forward handler (node shutdown).
     pub fn clear(&self) {
-        self.groups.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.groups
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         *self.forward.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn get(&self, group: GroupId) -> Option<Arc<dyn GroupEndpoint>> {
-        self.groups.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+        self.groups
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
     }
 
     pub fn set_forward_handler(&self, handler: Arc<dyn ForwardHandler>) {
@@ -145,6 +187,9 @@ impl GroupRegistry {
     }
 
     pub fn forward_handler(&self) -> Option<Arc<dyn ForwardHandler>> {
-        self.forward.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.forward
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }

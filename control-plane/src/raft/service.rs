@@ -25,7 +25,9 @@ impl PeerService {
     }
 
     fn group(&self, id: u64) -> Result<Arc<dyn GroupEndpoint>, Status> {
-        self.registry.get(id).ok_or_else(|| Status::not_found(format!("group {id} is not hosted here")))
+        self.registry
+            .get(id)
+            .ok_or_else(|| Status::not_found(format!("group {id} is not hosted here")))
     }
 
     /// Builds the tonic router with both services.
@@ -40,7 +42,9 @@ impl PeerService {
                     .max_encoding_message_size(64 << 20),
             )
             .add_service(
-                ForwardServer::new(self).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20),
+                ForwardServer::new(self)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20),
             )
     }
 }
@@ -51,7 +55,10 @@ fn reply(group_id: u64, payload: Vec<u8>) -> Response<GroupMessage> {
 
 #[tonic::async_trait]
 impl RaftTransport for PeerService {
-    async fn append_entries(&self, req: Request<GroupMessage>) -> Result<Response<GroupMessage>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<GroupMessage>,
+    ) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
         let out = self.group(m.group_id)?.append_entries(m.payload).await?;
         Ok(reply(m.group_id, out))
@@ -74,13 +81,18 @@ impl RaftTransport for PeerService {
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<GroupMessage>, Status> {
         let mut stream = req.into_inner();
-        let first = stream.message().await?.ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let first = stream
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
         let group_id = first.group_id;
         let header = first.header;
         let mut data = first.data;
         while let Some(chunk) = stream.message().await? {
             if chunk.group_id != group_id {
-                return Err(Status::invalid_argument("snapshot chunks of different groups"));
+                return Err(Status::invalid_argument(
+                    "snapshot chunks of different groups",
+                ));
             }
             if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
                 return Err(Status::resource_exhausted("snapshot too large"));
@@ -91,7 +103,10 @@ impl RaftTransport for PeerService {
         Ok(reply(group_id, out))
     }
 
-    async fn transfer_leader(&self, req: Request<GroupMessage>) -> Result<Response<GroupMessage>, Status> {
+    async fn transfer_leader(
+        &self,
+        req: Request<GroupMessage>,
+    ) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
         let out = self.group(m.group_id)?.transfer_leader(m.payload).await?;
         Ok(reply(m.group_id, out))
@@ -102,14 +117,20 @@ impl RaftTransport for PeerService {
 impl Forward for PeerService {
     async fn shard(&self, req: Request<GroupMessage>) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
-        let handler = self.registry.forward_handler().ok_or_else(|| Status::unavailable("node starting"))?;
+        let handler = self
+            .registry
+            .forward_handler()
+            .ok_or_else(|| Status::unavailable("node starting"))?;
         let out = handler.shard(m.group_id, m.payload).await?;
         Ok(reply(m.group_id, out))
     }
 
     async fn meta(&self, req: Request<GroupMessage>) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
-        let handler = self.registry.forward_handler().ok_or_else(|| Status::unavailable("node starting"))?;
+        let handler = self
+            .registry
+            .forward_handler()
+            .ok_or_else(|| Status::unavailable("node starting"))?;
         let out = handler.meta(m.payload).await?;
         Ok(reply(m.group_id, out))
     }

@@ -35,7 +35,10 @@ pub async fn run(meta: MetaHandle, router: Arc<ShardRouter>) {
                 }
             }
             if ready {
-                let cmd = MetaCommand::ActivateStream { name: stream.name.clone(), uid: stream.uid };
+                let cmd = MetaCommand::ActivateStream {
+                    name: stream.name.clone(),
+                    uid: stream.uid,
+                };
                 if let Err(e) = meta.propose(cmd).await {
                     tracing::warn!(stream = %stream.name, error = %e, "cannot activate stream");
                 } else {

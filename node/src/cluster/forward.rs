@@ -23,13 +23,21 @@ fn bad(e: impl std::fmt::Display) -> tonic::Status {
 }
 
 impl ForwardHandler for NodeForward {
-    fn shard(&self, group: GroupId, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
+    fn shard(
+        &self,
+        group: GroupId,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
         let shards = self.shards.clone();
         Box::pin(async move {
             let req: ShardRequest = decode(&payload).map_err(bad)?;
             let reply = match shards.get(group) {
                 Some(replica) => replica.handle(req).await,
-                None => return Err(tonic::Status::not_found(format!("group {group} is not hosted here"))),
+                None => {
+                    return Err(tonic::Status::not_found(format!(
+                        "group {group} is not hosted here"
+                    )))
+                }
             };
             encode(&reply).map_err(|e| tonic::Status::internal(e.to_string()))
         })
@@ -44,4 +52,3 @@ impl ForwardHandler for NodeForward {
         })
     }
 }
-

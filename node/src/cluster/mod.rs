@@ -9,7 +9,9 @@ pub mod router;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use spate_control_plane::meta::state::{CapacityMode, ShardMeta, ShardState, StreamMeta, StreamStatus as MetaStatus};
+use spate_control_plane::meta::state::{
+    CapacityMode, ShardMeta, ShardState, StreamMeta, StreamStatus as MetaStatus,
+};
 use spate_control_plane::meta::{MetaCommand, MetaError, MetaHandle, MetaResponse, ProposeError};
 use spate_proto::kinesis::hash::{partition_key_hash, uniform_ranges};
 use spate_proto::kinesis::ids::{shard_id, stream_arn};
@@ -19,8 +21,8 @@ use spate_proto::kinesis::seqnum::SeqNum;
 use spate_proto::kinesis::{ErrorKind, KinesisError, KinesisResult};
 
 use crate::api::backend::{
-    Backend, GetRecordsOut, IteratorStart, PutEntry, PutOk, PutOutcome, RecordOut, ShardInfo, StreamDescription,
-    StreamMode, StreamStatus,
+    Backend, GetRecordsOut, IteratorStart, PutEntry, PutOk, PutOutcome, RecordOut, ShardInfo,
+    StreamDescription, StreamMode, StreamStatus,
 };
 use crate::shard::batcher::now_ms;
 use crate::shard::replica::{PositionQuery, ShardReply, ShardRequest};
@@ -38,23 +40,48 @@ pub struct ClusterBackend {
 }
 
 impl ClusterBackend {
-    pub fn new(meta: MetaHandle, router: Arc<ShardRouter>, region: String, account_id: String) -> Self {
-        Self { meta, router, region, account_id, max_shards_per_stream: limits::DEFAULT_SHARD_LIMIT }
+    pub fn new(
+        meta: MetaHandle,
+        router: Arc<ShardRouter>,
+        region: String,
+        account_id: String,
+    ) -> Self {
+        Self {
+            meta,
+            router,
+            region,
+            account_id,
+            max_shards_per_stream: limits::DEFAULT_SHARD_LIMIT,
+        }
     }
 
     fn not_found(&self, name: &str) -> KinesisError {
-        KinesisError::not_found(format!("Stream {name} under account {} not found.", self.account_id))
+        KinesisError::not_found(format!(
+            "Stream {name} under account {} not found.",
+            self.account_id
+        ))
     }
 
     fn stream(&self, name: &str) -> KinesisResult<Arc<StreamMeta>> {
         let view = self.meta.view();
-        view.state.streams.get(name).map(|s| Arc::new(s.clone())).ok_or_else(|| self.not_found(name))
+        view.state
+            .streams
+            .get(name)
+            .map(|s| Arc::new(s.clone()))
+            .ok_or_else(|| self.not_found(name))
     }
 
     fn keys(&self) -> KinesisResult<IteratorKeys> {
         let view = self.meta.view();
-        let secrets = view.state.secrets.as_ref().ok_or_else(|| KinesisError::unavailable("cluster is starting"))?;
-        Ok(IteratorKeys::new((secrets.iterator_key_id, secrets.iterator_key), None))
+        let secrets = view
+            .state
+            .secrets
+            .as_ref()
+            .ok_or_else(|| KinesisError::unavailable("cluster is starting"))?;
+        Ok(IteratorKeys::new(
+            (secrets.iterator_key_id, secrets.iterator_key),
+            None,
+        ))
     }
 
     fn describe(&self, s: &StreamMeta) -> StreamDescription {
@@ -86,7 +113,11 @@ impl ClusterBackend {
             },
             created_ms: s.created_ms,
             retention_hours: s.retention_hours,
-            open_shard_count: s.shards.iter().filter(|x| x.state == ShardState::Open).count() as u32,
+            open_shard_count: s
+                .shards
+                .iter()
+                .filter(|x| x.state == ShardState::Open)
+                .count() as u32,
             shards,
             consumer_count: 0,
         }
@@ -106,7 +137,9 @@ impl ClusterBackend {
     async fn position(&self, shard: &ShardMeta, q: PositionQuery) -> KinesisResult<u64> {
         match self.router.call(shard, ShardRequest::Position(q)).await {
             Ok(ShardReply::Position(p)) => Ok(p),
-            Ok(other) => Err(KinesisError::internal(format!("unexpected shard reply {other:?}"))),
+            Ok(other) => Err(KinesisError::internal(format!(
+                "unexpected shard reply {other:?}"
+            ))),
             Err(e) => Err(route_error(e)),
         }
     }
@@ -124,10 +157,19 @@ impl ClusterBackend {
         Ok(parsed.ordinal)
     }
 
-    async fn put_to_shard(&self, shard: &ShardMeta, records: Vec<RecordIn>) -> Result<(u64, u64), KinesisError> {
+    async fn put_to_shard(
+        &self,
+        shard: &ShardMeta,
+        records: Vec<RecordIn>,
+    ) -> Result<(u64, u64), KinesisError> {
         match self.router.call(shard, ShardRequest::Put { records }).await {
-            Ok(ShardReply::Appended { first_ordinal, arrival_ms }) => Ok((first_ordinal, arrival_ms)),
-            Ok(other) => Err(KinesisError::internal(format!("unexpected shard reply {other:?}"))),
+            Ok(ShardReply::Appended {
+                first_ordinal,
+                arrival_ms,
+            }) => Ok((first_ordinal, arrival_ms)),
+            Ok(other) => Err(KinesisError::internal(format!(
+                "unexpected shard reply {other:?}"
+            ))),
             Err(e) => Err(route_error(e)),
         }
     }
@@ -135,25 +177,39 @@ impl ClusterBackend {
 
 fn route_error(e: RouteError) -> KinesisError {
     match e {
-        RouteError::Overloaded => KinesisError::throttled("Rate exceeded for shard: too many requests waiting."),
-        RouteError::Unavailable(m) => KinesisError::unavailable(format!("Shard unavailable, retry: {m}")),
-        RouteError::Unknown(m) => KinesisError::internal(format!("Internal failure, the put may or may not have been applied: {m}")),
+        RouteError::Overloaded => {
+            KinesisError::throttled("Rate exceeded for shard: too many requests waiting.")
+        }
+        RouteError::Unavailable(m) => {
+            KinesisError::unavailable(format!("Shard unavailable, retry: {m}"))
+        }
+        RouteError::Unknown(m) => KinesisError::internal(format!(
+            "Internal failure, the put may or may not have been applied: {m}"
+        )),
     }
 }
 
 fn propose_error(e: ProposeError) -> KinesisError {
     match e {
-        ProposeError::NoLeader => KinesisError::unavailable("The control plane is electing a leader; retry."),
+        ProposeError::NoLeader => {
+            KinesisError::unavailable("The control plane is electing a leader; retry.")
+        }
         ProposeError::Internal(m) => KinesisError::internal(m),
     }
 }
 
 impl Backend for ClusterBackend {
-    async fn create_stream(&self, name: &str, shard_count: Option<u32>, mode: StreamMode) -> KinesisResult<()> {
+    async fn create_stream(
+        &self,
+        name: &str,
+        shard_count: Option<u32>,
+        mode: StreamMode,
+    ) -> KinesisResult<()> {
         let (count, mode) = match (shard_count, mode) {
-            (None, _) | (_, StreamMode::OnDemand) => {
-                (shard_count.unwrap_or(limits::ON_DEMAND_INITIAL_SHARDS), CapacityMode::OnDemand)
-            }
+            (None, _) | (_, StreamMode::OnDemand) => (
+                shard_count.unwrap_or(limits::ON_DEMAND_INITIAL_SHARDS),
+                CapacityMode::OnDemand,
+            ),
             (Some(n), StreamMode::Provisioned) => (n, CapacityMode::Provisioned),
         };
         if count == 0 {
@@ -177,14 +233,27 @@ impl Backend for ClusterBackend {
                 "Stream {name} under account {} already exists.",
                 self.account_id
             ))),
-            MetaResponse::Failed(MetaError::NotBootstrapped) => Err(KinesisError::unavailable("cluster is starting")),
+            MetaResponse::Failed(MetaError::NotBootstrapped) => {
+                Err(KinesisError::unavailable("cluster is starting"))
+            }
             MetaResponse::Failed(e) => Err(KinesisError::invalid(e.to_string())),
         }
     }
 
-    async fn delete_stream(&self, name: &str, _enforce_consumer_deletion: bool) -> KinesisResult<()> {
+    async fn delete_stream(
+        &self,
+        name: &str,
+        _enforce_consumer_deletion: bool,
+    ) -> KinesisResult<()> {
         self.stream(name)?;
-        match self.meta.propose(MetaCommand::DeleteStream { name: name.to_string() }).await.map_err(propose_error)? {
+        match self
+            .meta
+            .propose(MetaCommand::DeleteStream {
+                name: name.to_string(),
+            })
+            .await
+            .map_err(propose_error)?
+        {
             MetaResponse::Failed(MetaError::StreamNotFound(_)) => Err(self.not_found(name)),
             MetaResponse::Failed(e) => Err(KinesisError::internal(e.to_string())),
             _ => Ok(()),
@@ -198,29 +267,46 @@ impl Backend for ClusterBackend {
 
     async fn list_streams(&self) -> KinesisResult<Vec<StreamDescription>> {
         let view = self.meta.view();
-        Ok(view.state.streams.values().map(|s| self.describe(s)).collect())
+        Ok(view
+            .state
+            .streams
+            .values()
+            .map(|s| self.describe(s))
+            .collect())
     }
 
-    async fn put_records(&self, name: &str, entries: Vec<PutEntry>) -> KinesisResult<Vec<PutOutcome>> {
+    async fn put_records(
+        &self,
+        name: &str,
+        entries: Vec<PutEntry>,
+    ) -> KinesisResult<Vec<PutOutcome>> {
         let s = self.stream(name)?;
         match s.status {
             MetaStatus::Active | MetaStatus::Updating => {}
             MetaStatus::Creating => return Err(self.not_found(name)),
             MetaStatus::Deleting => {
-                return Err(KinesisError::in_use(format!("Stream {name} under account {} is being deleted.", self.account_id)))
+                return Err(KinesisError::in_use(format!(
+                    "Stream {name} under account {} is being deleted.",
+                    self.account_id
+                )))
             }
         }
         // Group entries by shard, remembering each entry's position in the request.
         let mut per_shard: BTreeMap<u32, (Vec<usize>, Vec<RecordIn>)> = BTreeMap::new();
         let n = entries.len();
         for (i, e) in entries.into_iter().enumerate() {
-            let key = e.explicit_hash_key.unwrap_or_else(|| partition_key_hash(&e.partition_key));
-            let shard = s
-                .open_shard_for(key)
-                .ok_or_else(|| KinesisError::internal(format!("no open shard covers hash key {key}")))?;
+            let key = e
+                .explicit_hash_key
+                .unwrap_or_else(|| partition_key_hash(&e.partition_key));
+            let shard = s.open_shard_for(key).ok_or_else(|| {
+                KinesisError::internal(format!("no open shard covers hash key {key}"))
+            })?;
             let slot = per_shard.entry(shard.index).or_default();
             slot.0.push(i);
-            slot.1.push(RecordIn { partition_key: e.partition_key, data: e.data });
+            slot.1.push(RecordIn {
+                partition_key: e.partition_key,
+                data: e.data,
+            });
         }
         let calls = per_shard.into_iter().map(|(index, (positions, records))| {
             let s = s.clone();
@@ -238,7 +324,11 @@ impl Backend for ClusterBackend {
         for (positions, outcome) in results {
             match outcome {
                 Ok((shard, (first, arrival_ms))) => {
-                    let id = ShardIdentity { stream_uid: s.uid, shard_index: shard.index, create_secs: shard.create_secs };
+                    let id = ShardIdentity {
+                        stream_uid: s.uid,
+                        shard_index: shard.index,
+                        create_secs: shard.create_secs,
+                    };
                     for (k, pos) in positions.into_iter().enumerate() {
                         out[pos] = Some(Ok(PutOk {
                             shard_index: shard.index,
@@ -258,20 +348,43 @@ impl Backend for ClusterBackend {
                 }
             }
         }
-        Ok(out.into_iter().map(|o| o.unwrap_or_else(|| Err(KinesisError::internal("record lost in fan-out")))).collect())
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(KinesisError::internal("record lost in fan-out"))))
+            .collect())
     }
 
-    async fn get_shard_iterator(&self, name: &str, shard_index: u32, start: IteratorStart) -> KinesisResult<String> {
+    async fn get_shard_iterator(
+        &self,
+        name: &str,
+        shard_index: u32,
+        start: IteratorStart,
+    ) -> KinesisResult<String> {
         let s = self.stream(name)?;
         let shard = self.shard_of(&s, shard_index)?;
         let position = match start {
             IteratorStart::TrimHorizon => self.position(shard, PositionQuery::TrimHorizon).await?,
             IteratorStart::Latest => self.position(shard, PositionQuery::Latest).await?,
-            IteratorStart::AtTimestamp(ts) => self.position(shard, PositionQuery::AtTimestamp(ts)).await?,
+            IteratorStart::AtTimestamp(ts) => {
+                let now = now_ms();
+                if ts > now {
+                    return Err(KinesisError::invalid(format!(
+                        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {ts}, currentTimestampInMillis: {now}"
+                    )));
+                }
+                self.position(shard, PositionQuery::AtTimestamp(ts)).await?
+            }
             IteratorStart::AtSequenceNumber(seq) => self.decode_sequence(&s, shard, &seq)?.max(1),
-            IteratorStart::AfterSequenceNumber(seq) => self.decode_sequence(&s, shard, &seq)?.saturating_add(1),
+            IteratorStart::AfterSequenceNumber(seq) => {
+                self.decode_sequence(&s, shard, &seq)?.saturating_add(1)
+            }
         };
-        let pos = IteratorPosition { stream_uid: s.uid, shard_index, position, issued_at_ms: now_ms() };
+        let pos = IteratorPosition {
+            stream_uid: s.uid,
+            shard_index,
+            position,
+            issued_at_ms: now_ms(),
+        };
         Ok(self.keys()?.encode(&pos))
     }
 
@@ -286,7 +399,9 @@ impl Backend for ClusterBackend {
             .values()
             .find(|s| s.uid == pos.stream_uid)
             .cloned()
-            .ok_or_else(|| KinesisError::not_found("The stream this iterator belongs to no longer exists."))?;
+            .ok_or_else(|| {
+                KinesisError::not_found("The stream this iterator belongs to no longer exists.")
+            })?;
         let shard = self.shard_of(&s, pos.shard_index)?.clone();
         let req = ShardRequest::Read {
             from: pos.position,
@@ -294,11 +409,23 @@ impl Backend for ClusterBackend {
             max_bytes: limits::GET_RECORDS_MAX_BYTES as u64,
         };
         let (records, next_ordinal, _last_arrival) = match self.router.call(&shard, req).await {
-            Ok(ShardReply::Records { records, next_ordinal, last_arrival_ms }) => (records, next_ordinal, last_arrival_ms),
-            Ok(other) => return Err(KinesisError::internal(format!("unexpected shard reply {other:?}"))),
+            Ok(ShardReply::Records {
+                records,
+                next_ordinal,
+                last_arrival_ms,
+            }) => (records, next_ordinal, last_arrival_ms),
+            Ok(other) => {
+                return Err(KinesisError::internal(format!(
+                    "unexpected shard reply {other:?}"
+                )))
+            }
             Err(e) => return Err(route_error(e)),
         };
-        let id = ShardIdentity { stream_uid: s.uid, shard_index: shard.index, create_secs: shard.create_secs };
+        let id = ShardIdentity {
+            stream_uid: s.uid,
+            shard_index: shard.index,
+            create_secs: shard.create_secs,
+        };
         let next_position = records.last().map(|(o, _)| o + 1).unwrap_or(pos.position);
         let millis_behind_latest = match records.last() {
             Some((_, r)) if next_position < next_ordinal => now.saturating_sub(r.arrival_ms),
@@ -313,7 +440,12 @@ impl Backend for ClusterBackend {
                 partition_key: r.partition_key,
             })
             .collect();
-        let next = IteratorPosition { stream_uid: s.uid, shard_index: shard.index, position: next_position, issued_at_ms: now };
+        let next = IteratorPosition {
+            stream_uid: s.uid,
+            shard_index: shard.index,
+            position: next_position,
+            issued_at_ms: now,
+        };
         Ok(GetRecordsOut {
             records: out,
             next_shard_iterator: Some(keys.encode(&next)),

@@ -54,8 +54,19 @@ enum Hop {
 }
 
 impl ShardRouter {
-    pub fn new(node_id: NodeId, meta: MetaHandle, shards: Arc<ShardManager>, peers: Arc<PeerChannels>) -> Self {
-        Self { node_id, meta, shards, peers, hints: RwLock::new(HashMap::new()) }
+    pub fn new(
+        node_id: NodeId,
+        meta: MetaHandle,
+        shards: Arc<ShardManager>,
+        peers: Arc<PeerChannels>,
+    ) -> Self {
+        Self {
+            node_id,
+            meta,
+            shards,
+            peers,
+            hints: RwLock::new(HashMap::new()),
+        }
     }
 
     fn first_target(&self, shard: &ShardMeta) -> NodeId {
@@ -64,14 +75,22 @@ impl ShardRouter {
                 return l;
             }
         }
-        if let Some(h) = self.hints.read().unwrap_or_else(|p| p.into_inner()).get(&shard.group) {
+        if let Some(h) = self
+            .hints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&shard.group)
+        {
             return *h;
         }
         shard.replicas.first().copied().unwrap_or(self.node_id)
     }
 
     fn remember(&self, group: GroupId, leader: NodeId) {
-        self.hints.write().unwrap_or_else(|p| p.into_inner()).insert(group, leader);
+        self.hints
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, leader);
     }
 
     async fn hop(&self, target: NodeId, group: GroupId, req: &ShardRequest) -> Hop {
@@ -93,12 +112,22 @@ impl ShardRouter {
             Ok(c) => c,
             Err(e) => return Hop::NotDelivered(e.to_string()),
         };
-        match tokio::time::timeout(HOP_TIMEOUT, client.shard(GroupMessage { group_id: group, payload })).await {
+        match tokio::time::timeout(
+            HOP_TIMEOUT,
+            client.shard(GroupMessage {
+                group_id: group,
+                payload,
+            }),
+        )
+        .await
+        {
             Err(_) => Hop::Lost(format!("node {target} timed out")),
             Ok(Err(status)) => {
                 let msg = status.message().to_string();
                 let never_sent = status.code() == tonic::Code::Unavailable
-                    && (msg.contains("connect") || msg.contains("Connection refused") || msg.contains("starting"));
+                    && (msg.contains("connect")
+                        || msg.contains("Connection refused")
+                        || msg.contains("starting"));
                 if never_sent || status.code() == tonic::Code::NotFound {
                     Hop::NotDelivered(format!("node {target}: {msg}"))
                 } else {
@@ -113,7 +142,11 @@ impl ShardRouter {
     }
 
     /// Sends `req` to `shard`'s leader, following hints until [`ROUTE_DEADLINE`].
-    pub async fn call(&self, shard: &ShardMeta, req: ShardRequest) -> Result<ShardReply, RouteError> {
+    pub async fn call(
+        &self,
+        shard: &ShardMeta,
+        req: ShardRequest,
+    ) -> Result<ShardReply, RouteError> {
         let is_put = matches!(req, ShardRequest::Put { .. });
         let deadline = Instant::now() + ROUTE_DEADLINE;
         let mut target = self.first_target(shard);

@@ -50,7 +50,9 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/shards", get(shards))
         .with_state(state);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn is_ready(st: &AdminState) -> bool {
@@ -62,7 +64,11 @@ async fn ready(State(st): State<AdminState>) -> Response {
     if is_ready(&st) {
         (StatusCode::OK, "ready").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: control plane has no leader or is not bootstrapped").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: control plane has no leader or is not bootstrapped",
+        )
+            .into_response()
     }
 }
 
@@ -102,27 +108,70 @@ async fn metrics(State(st): State<AdminState>) -> Response {
     let views = shard_views(&st);
     let view = st.meta.view();
     let meta_m = st.meta.raft().metrics().borrow_watched().clone();
-    add(&mut registry, "node_ready", "1 when the node is ready", is_ready(&st) as i64);
-    add(&mut registry, "meta_is_leader", "1 when this node leads the control plane", st.meta.raft().is_leader() as i64);
-    add(&mut registry, "meta_term", "Current term of the control-plane group", meta_m.current_term as i64);
-    add(&mut registry, "meta_applied_index", "Applied log index of the control-plane group", view.applied_index as i64);
-    add(&mut registry, "streams", "Streams in the shard map", view.state.streams.len() as i64);
-    add(&mut registry, "shard_replicas", "Shard replicas hosted on this node", views.len() as i64);
+    add(
+        &mut registry,
+        "node_ready",
+        "1 when the node is ready",
+        is_ready(&st) as i64,
+    );
+    add(
+        &mut registry,
+        "meta_is_leader",
+        "1 when this node leads the control plane",
+        st.meta.raft().is_leader() as i64,
+    );
+    add(
+        &mut registry,
+        "meta_term",
+        "Current term of the control-plane group",
+        meta_m.current_term as i64,
+    );
+    add(
+        &mut registry,
+        "meta_applied_index",
+        "Applied log index of the control-plane group",
+        view.applied_index as i64,
+    );
+    add(
+        &mut registry,
+        "streams",
+        "Streams in the shard map",
+        view.state.streams.len() as i64,
+    );
+    add(
+        &mut registry,
+        "shard_replicas",
+        "Shard replicas hosted on this node",
+        views.len() as i64,
+    );
     add(
         &mut registry,
         "shard_leaders",
         "Shard groups this node leads",
-        views.iter().filter(|v| v.leader == Some(st.node_id)).count() as i64,
+        views
+            .iter()
+            .filter(|v| v.leader == Some(st.node_id))
+            .count() as i64,
     );
     add(
         &mut registry,
         "shard_records",
         "Records appended to the shards hosted here (sum of ordinals)",
-        views.iter().map(|v| v.next_ordinal.saturating_sub(1) as i64).sum(),
+        views
+            .iter()
+            .map(|v| v.next_ordinal.saturating_sub(1) as i64)
+            .sum(),
     );
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response();
     }
-    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

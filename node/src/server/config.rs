@@ -68,7 +68,10 @@ pub struct KinesisSection {
 
 impl Default for KinesisSection {
     fn default() -> Self {
-        Self { region: "us-east-1".into(), account_id: "000000000000".into() }
+        Self {
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+        }
     }
 }
 
@@ -89,7 +92,11 @@ impl Config {
         }
         // Only `SPATE_<SECTION>__<KEY>` variables are configuration; others such as
         // `SPATE_LOG` (log filter) or `SPATE_BIN` (test tooling) are not.
-        fig = fig.merge(Env::prefixed("SPATE_").filter(|k| k.as_str().contains("__")).split("__"));
+        fig = fig.merge(
+            Env::prefixed("SPATE_")
+                .filter(|k| k.as_str().contains("__"))
+                .split("__"),
+        );
         let cfg: Config = fig.extract().map_err(Box::new)?;
         cfg.validate()?;
         Ok(cfg)
@@ -98,21 +105,34 @@ impl Config {
     /// Checks cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.cluster.peers.is_empty() {
-            return Err(ConfigError::Invalid("cluster.peers must list the control-plane voters".into()));
+            return Err(ConfigError::Invalid(
+                "cluster.peers must list the control-plane voters".into(),
+            ));
         }
         if !self.cluster.peers.iter().any(|p| p.id == self.node.id) {
-            return Err(ConfigError::Invalid(format!("node.id {} is not in cluster.peers", self.node.id)));
+            return Err(ConfigError::Invalid(format!(
+                "node.id {} is not in cluster.peers",
+                self.node.id
+            )));
         }
         let mut ids: Vec<u64> = self.cluster.peers.iter().map(|p| p.id).collect();
         ids.sort_unstable();
         ids.dedup();
         if ids.len() != self.cluster.peers.len() {
-            return Err(ConfigError::Invalid("cluster.peers has duplicate ids".into()));
+            return Err(ConfigError::Invalid(
+                "cluster.peers has duplicate ids".into(),
+            ));
         }
-        if self.kinesis.account_id.len() != 12 || !self.kinesis.account_id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ConfigError::Invalid("kinesis.account_id must be 12 digits".into()));
+        if self.kinesis.account_id.len() != 12
+            || !self.kinesis.account_id.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(ConfigError::Invalid(
+                "kinesis.account_id must be 12 digits".into(),
+            ));
         }
-        if self.raft.election_min_ms <= self.raft.heartbeat_ms || self.raft.election_max_ms <= self.raft.election_min_ms {
+        if self.raft.election_min_ms <= self.raft.heartbeat_ms
+            || self.raft.election_max_ms <= self.raft.election_min_ms
+        {
             return Err(ConfigError::Invalid(
                 "raft: need heartbeat_ms < election_min_ms < election_max_ms".into(),
             ));
@@ -122,11 +142,17 @@ impl Config {
 
     /// The address other nodes dial to reach this node.
     pub fn advertised_peer(&self) -> &str {
-        self.cluster.peers.iter().find(|p| p.id == self.node.id).map(|p| p.addr.as_str()).unwrap_or("")
+        self.cluster
+            .peers
+            .iter()
+            .find(|p| p.id == self.node.id)
+            .map(|p| p.addr.as_str())
+            .unwrap_or("")
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 

@@ -7,15 +7,22 @@ use std::path::{Path, PathBuf};
 
 use spate_control_plane::raft::RaftTuning;
 
-use super::config::{ClusterSection, Config, KinesisSection, ListenSection, NodeSection, PeerConfig};
+use super::config::{
+    ClusterSection, Config, KinesisSection, ListenSection, NodeSection, PeerConfig,
+};
 
 pub const ZONES: [&str; 3] = ["az-a", "az-b", "az-c"];
 
 /// The configurations of the three dev nodes.
 pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
     let peer = |i: u16| format!("{bind}:{}", port + 20 + i);
-    let peers: Vec<PeerConfig> =
-        (0..3u16).map(|i| PeerConfig { id: i as u64, zone: ZONES[i as usize].into(), addr: peer(i) }).collect();
+    let peers: Vec<PeerConfig> = (0..3u16)
+        .map(|i| PeerConfig {
+            id: i as u64,
+            zone: ZONES[i as usize].into(),
+            addr: peer(i),
+        })
+        .collect();
     (0..3u16)
         .map(|i| Config {
             node: NodeSection {
@@ -28,7 +35,9 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
                 peer: peer(i),
                 admin: format!("{bind}:{}", port + 10 + i),
             },
-            cluster: ClusterSection { peers: peers.clone() },
+            cluster: ClusterSection {
+                peers: peers.clone(),
+            },
             kinesis: KinesisSection::default(),
             raft: RaftTuning::default(),
         })

@@ -83,8 +83,19 @@ impl Node {
         registry.insert(META_GROUP, RaftEndpoint::new(meta_raft.clone()));
         let first_peer = cfg.cluster.peers.iter().map(|p| p.id).min();
         if first_peer == Some(id) && !meta_raft.is_initialized().await? {
-            let members: BTreeMap<u64, BasicNode> =
-                cfg.cluster.peers.iter().map(|p| (p.id, BasicNode { addr: p.addr.clone() })).collect();
+            let members: BTreeMap<u64, BasicNode> = cfg
+                .cluster
+                .peers
+                .iter()
+                .map(|p| {
+                    (
+                        p.id,
+                        BasicNode {
+                            addr: p.addr.clone(),
+                        },
+                    )
+                })
+                .collect();
             tracing::info!(voters = members.len(), "initialising the control plane");
             if let Err(e) = meta_raft.initialize(members).await {
                 tracing::warn!(error = %e, "control plane initialisation");
@@ -93,20 +104,42 @@ impl Node {
         let meta = MetaHandle::new(meta_raft.clone(), view_rx, peers.clone());
 
         // Shard groups follow the shard map.
-        let shards = ShardManager::new(id, db.clone(), flusher.clone(), peers.clone(), registry.clone(), cfg.raft);
+        let shards = ShardManager::new(
+            id,
+            db.clone(),
+            flusher.clone(),
+            peers.clone(),
+            registry.clone(),
+            cfg.raft,
+        );
         tasks.push(tokio::spawn(shards.clone().run(meta.subscribe())));
-        let shard_router = Arc::new(ShardRouter::new(id, meta.clone(), shards.clone(), peers.clone()));
-        registry.set_forward_handler(Arc::new(NodeForward { meta: meta.clone(), shards: shards.clone() }));
+        let shard_router = Arc::new(ShardRouter::new(
+            id,
+            meta.clone(),
+            shards.clone(),
+            peers.clone(),
+        ));
+        registry.set_forward_handler(Arc::new(NodeForward {
+            meta: meta.clone(),
+            shards: shards.clone(),
+        }));
 
         // Control loops (active only on the meta leader).
         let nodes: Vec<NodeInfo> = cfg
             .cluster
             .peers
             .iter()
-            .map(|p| NodeInfo { id: p.id, zone: p.zone.clone(), peer_addr: p.addr.clone() })
+            .map(|p| NodeInfo {
+                id: p.id,
+                zone: p.zone.clone(),
+                peer_addr: p.addr.clone(),
+            })
             .collect();
         tasks.push(tokio::spawn(bootstrap(meta.clone(), nodes)));
-        tasks.push(tokio::spawn(controller::run(meta.clone(), shard_router.clone())));
+        tasks.push(tokio::spawn(controller::run(
+            meta.clone(),
+            shard_router.clone(),
+        )));
 
         // Kinesis API.
         let backend = Arc::new(ClusterBackend::new(
@@ -126,7 +159,11 @@ impl Node {
 
         // Admin endpoints.
         let admin_listener = TcpListener::bind(&cfg.listen.admin).await?;
-        let admin_state = admin::AdminState { node_id: id, meta: meta.clone(), shards: shards.clone() };
+        let admin_state = admin::AdminState {
+            node_id: id,
+            meta: meta.clone(),
+            shards: shards.clone(),
+        };
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             if let Err(e) = admin::serve(admin_listener, admin_state, stop).await {
@@ -135,13 +172,33 @@ impl Node {
         }));
 
         tracing::info!(api = %cfg.listen.api, peer = %cfg.listen.peer, admin = %cfg.listen.admin, zone = %cfg.node.zone, "node started");
-        Ok(Node { id, meta, shards, backend, stop_tx, tasks, flusher, registry, db })
+        Ok(Node {
+            id,
+            meta,
+            shards,
+            backend,
+            stop_tx,
+            tasks,
+            flusher,
+            registry,
+            db,
+        })
     }
 
     /// Stops serving, shuts every Raft group down, syncs the WAL and closes the database
     /// (waiting, bounded, for the last handles to go).
     pub async fn shutdown(self) {
-        let Node { id, meta, shards, backend, stop_tx, tasks, flusher, registry, db } = self;
+        let Node {
+            id,
+            meta,
+            shards,
+            backend,
+            stop_tx,
+            tasks,
+            flusher,
+            registry,
+            db,
+        } = self;
         let _ = stop_tx.send(true);
         shards.shutdown().await;
         let _ = meta.raft().shutdown().await;
@@ -161,7 +218,11 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if Arc::strong_count(&db) > 1 {
-            tracing::warn!(node = id, handles = Arc::strong_count(&db), "database still referenced at shutdown");
+            tracing::warn!(
+                node = id,
+                handles = Arc::strong_count(&db),
+                "database still referenced at shutdown"
+            );
         }
         drop(db);
         tracing::info!(node = id, "node stopped");
@@ -178,8 +239,18 @@ async fn bootstrap(meta: MetaHandle, nodes: Vec<NodeInfo>) {
         if meta.raft().is_leader() {
             let mut key = [0u8; 32];
             rand::thread_rng().fill_bytes(&mut key);
-            let secrets = ClusterSecrets { iterator_key_id: 1, iterator_key: key, cluster_id: rand::random() };
-            match meta.propose(MetaCommand::Bootstrap { secrets, nodes: nodes.clone() }).await {
+            let secrets = ClusterSecrets {
+                iterator_key_id: 1,
+                iterator_key: key,
+                cluster_id: rand::random(),
+            };
+            match meta
+                .propose(MetaCommand::Bootstrap {
+                    secrets,
+                    nodes: nodes.clone(),
+                })
+                .await
+            {
                 Ok(_) => tracing::info!("cluster bootstrapped"),
                 Err(e) => tracing::warn!(error = %e, "bootstrap proposal"),
             }

@@ -28,7 +28,10 @@ pub struct PutJob {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Starts the batcher of one shard group; returns its queue.
@@ -48,13 +51,19 @@ async fn run(raft: ShardRaft, mut rx: mpsc::Receiver<PutJob>) {
             match rx.try_recv() {
                 Ok(job) => {
                     records_n += job.records.len();
-                    bytes += job.records.iter().map(RecordIn::billed_bytes).sum::<usize>();
+                    bytes += job
+                        .records
+                        .iter()
+                        .map(RecordIn::billed_bytes)
+                        .sum::<usize>();
                     jobs.push(job);
                 }
                 Err(_) => break,
             }
         }
-        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let raft = raft.clone();
         tokio::spawn(async move {
             propose(raft, jobs, records_n).await;
@@ -72,21 +81,34 @@ async fn propose(raft: ShardRaft, jobs: Vec<PutJob>, records_n: usize) {
         replies.push(job.reply);
         records.extend(job.records);
     }
-    let cmd = ShardCommand::Append { arrival_ms: now_ms(), records };
+    let cmd = ShardCommand::Append {
+        arrival_ms: now_ms(),
+        records,
+    };
     let outcome = match raft.client_write(cmd).await {
         Ok(resp) => match resp.data {
-            ShardResponse::Appended { first_ordinal, arrival_ms } => Ok((first_ordinal, arrival_ms)),
-            other => Err(ShardReply::Unavailable(format!("unexpected apply result {other:?}"))),
+            ShardResponse::Appended {
+                first_ordinal,
+                arrival_ms,
+            } => Ok((first_ordinal, arrival_ms)),
+            other => Err(ShardReply::Unavailable(format!(
+                "unexpected apply result {other:?}"
+            ))),
         },
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            Err(ShardReply::NotLeader { leader: f.leader_id })
+            Err(ShardReply::NotLeader {
+                leader: f.leader_id,
+            })
         }
         Err(e) => Err(ShardReply::Unavailable(e.to_string())),
     };
     match outcome {
         Ok((mut ordinal, arrival_ms)) => {
             for (reply, n) in replies.into_iter().zip(counts) {
-                let _ = reply.send(ShardReply::Appended { first_ordinal: ordinal, arrival_ms });
+                let _ = reply.send(ShardReply::Appended {
+                    first_ordinal: ordinal,
+                    arrival_ms,
+                });
                 ordinal += n;
             }
         }

@@ -46,17 +46,34 @@ impl ShardManager {
         registry: Arc<GroupRegistry>,
         tuning: RaftTuning,
     ) -> Arc<Self> {
-        Arc::new(Self { node_id, db, flusher, peers, registry, tuning, replicas: RwLock::new(HashMap::new()) })
+        Arc::new(Self {
+            node_id,
+            db,
+            flusher,
+            peers,
+            registry,
+            tuning,
+            replicas: RwLock::new(HashMap::new()),
+        })
     }
 
     /// The hosted replica of `group`, if any.
     pub fn get(&self, group: GroupId) -> Option<Arc<ShardReplica>> {
-        self.replicas.read().unwrap_or_else(|p| p.into_inner()).get(&group).cloned()
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
     }
 
     /// Every hosted replica.
     pub fn all(&self) -> Vec<Arc<ShardReplica>> {
-        self.replicas.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Reconciles on every new shard map until the watch closes.
@@ -80,10 +97,22 @@ impl ShardManager {
                 let members = shard
                     .replicas
                     .iter()
-                    .filter_map(|id| state.nodes.get(id).map(|n| (*id, BasicNode { addr: n.peer_addr.clone() })))
+                    .filter_map(|id| {
+                        state.nodes.get(id).map(|n| {
+                            (
+                                *id,
+                                BasicNode {
+                                    addr: n.peer_addr.clone(),
+                                },
+                            )
+                        })
+                    })
                     .collect();
-                let identity =
-                    ShardIdentity { stream_uid: stream.uid, shard_index: shard.index, create_secs: shard.create_secs };
+                let identity = ShardIdentity {
+                    stream_uid: stream.uid,
+                    shard_index: shard.index,
+                    create_secs: shard.create_secs,
+                };
                 out.insert(shard.group, Placement { identity, members });
             }
         }
@@ -95,7 +124,13 @@ impl ShardManager {
             return;
         }
         let desired = self.desired(state);
-        let running: Vec<GroupId> = self.replicas.read().unwrap_or_else(|p| p.into_inner()).keys().copied().collect();
+        let running: Vec<GroupId> = self
+            .replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
         for group in running {
             // Only groups the map has handed out and since dropped are removed.
             if !desired.contains_key(&group) && group < state.next_group {
@@ -114,7 +149,8 @@ impl ShardManager {
 
     async fn start(&self, group: GroupId, placement: Placement) -> anyhow::Result<()> {
         let config = self.tuning.config(&format!("shard-{group}"), false)?;
-        let log = GroupLogStore::<ShardTypeConfig>::new(self.db.clone(), group, self.flusher.clone());
+        let log =
+            GroupLogStore::<ShardTypeConfig>::new(self.db.clone(), group, self.flusher.clone());
         let store = ShardStore::open(self.db.clone(), group)?;
         let network = GroupNetworkFactory::<ShardTypeConfig>::new(self.peers.clone(), group);
         let raft = openraft::Raft::new(self.node_id, config, network, log, store.clone()).await?;
@@ -125,19 +161,31 @@ impl ShardManager {
             }
         }
         let replica = Arc::new(ShardReplica::new(group, placement.identity, raft, store));
-        self.replicas.write().unwrap_or_else(|p| p.into_inner()).insert(group, replica);
-        tracing::info!(group, shard = placement.identity.shard_index, "shard replica started");
+        self.replicas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, replica);
+        tracing::info!(
+            group,
+            shard = placement.identity.shard_index,
+            "shard replica started"
+        );
         Ok(())
     }
 
     async fn stop(&self, group: GroupId) {
-        let replica = self.replicas.write().unwrap_or_else(|p| p.into_inner()).remove(&group);
+        let replica = self
+            .replicas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group);
         self.registry.remove(group);
         if let Some(r) = replica {
             if let Err(e) = r.raft.shutdown().await {
                 tracing::warn!(group, error = %e, "shard group shutdown");
             }
-            let log = GroupLogStore::<ShardTypeConfig>::new(self.db.clone(), group, self.flusher.clone());
+            let log =
+                GroupLogStore::<ShardTypeConfig>::new(self.db.clone(), group, self.flusher.clone());
             if let Err(e) = r.store.destroy().and_then(|_| log.destroy()) {
                 tracing::warn!(group, error = %e, "cannot delete shard group data");
             }
@@ -147,7 +195,12 @@ impl ShardManager {
 
     /// Shuts every hosted group down (node shutdown).
     pub async fn shutdown(&self) {
-        let all: Vec<_> = self.replicas.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let all: Vec<_> = self
+            .replicas
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
         for (group, r) in all {
             self.registry.remove(group);
             let _ = r.raft.shutdown().await;

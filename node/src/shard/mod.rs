@@ -32,13 +32,19 @@ impl RecordIn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardCommand {
     /// Appends records; ordinals and the final arrival time are assigned at apply.
-    Append { arrival_ms: u64, records: Vec<RecordIn> },
+    Append {
+        arrival_ms: u64,
+        records: Vec<RecordIn>,
+    },
 }
 
 impl std::fmt::Display for ShardCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ShardCommand::Append { arrival_ms, records } => {
+            ShardCommand::Append {
+                arrival_ms,
+                records,
+            } => {
                 write!(f, "Append({} records @{arrival_ms})", records.len())
             }
         }
@@ -50,7 +56,10 @@ impl std::fmt::Display for ShardCommand {
 pub enum ShardResponse {
     Done,
     /// The records got ordinals `first_ordinal ..` in order, all with `arrival_ms`.
-    Appended { first_ordinal: u64, arrival_ms: u64 },
+    Appended {
+        first_ordinal: u64,
+        arrival_ms: u64,
+    },
 }
 
 openraft::declare_raft_types!(

@@ -27,8 +27,14 @@ pub enum PositionQuery {
 /// A request to a shard group.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardRequest {
-    Put { records: Vec<RecordIn> },
-    Read { from: u64, limit: u32, max_bytes: u64 },
+    Put {
+        records: Vec<RecordIn>,
+    },
+    Read {
+        from: u64,
+        limit: u32,
+        max_bytes: u64,
+    },
     Position(PositionQuery),
     Status,
 }
@@ -46,12 +52,21 @@ pub struct ReplicaStatus {
 /// The answer to a [`ShardRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardReply {
-    Appended { first_ordinal: u64, arrival_ms: u64 },
-    Records { records: Vec<(u64, StoredRecord)>, next_ordinal: u64, last_arrival_ms: u64 },
+    Appended {
+        first_ordinal: u64,
+        arrival_ms: u64,
+    },
+    Records {
+        records: Vec<(u64, StoredRecord)>,
+        next_ordinal: u64,
+        last_arrival_ms: u64,
+    },
     Position(u64),
     Status(ReplicaStatus),
     /// This replica cannot write; `leader` is its best guess of who can.
-    NotLeader { leader: Option<u64> },
+    NotLeader {
+        leader: Option<u64>,
+    },
     /// The shard's write queue is full.
     Overloaded,
     /// The group cannot serve right now.
@@ -69,10 +84,22 @@ pub struct ShardReplica {
 }
 
 impl ShardReplica {
-    pub fn new(group: GroupId, identity: ShardIdentity, raft: ShardRaft, store: ShardStore) -> Self {
+    pub fn new(
+        group: GroupId,
+        identity: ShardIdentity,
+        raft: ShardRaft,
+        store: ShardStore,
+    ) -> Self {
         let puts = super::batcher::spawn(raft.clone());
         let progress = store.progress();
-        Self { group, identity, raft, store, progress, puts }
+        Self {
+            group,
+            identity,
+            raft,
+            store,
+            progress,
+            puts,
+        }
     }
 
     /// This replica's view of the group.
@@ -96,15 +123,22 @@ impl ShardReplica {
         match req {
             ShardRequest::Put { records } => {
                 if !self.is_leader() {
-                    return ShardReply::NotLeader { leader: self.raft.metrics().borrow_watched().current_leader };
+                    return ShardReply::NotLeader {
+                        leader: self.raft.metrics().borrow_watched().current_leader,
+                    };
                 }
                 let (tx, rx) = oneshot::channel();
                 if self.puts.try_send(PutJob { records, reply: tx }).is_err() {
                     return ShardReply::Overloaded;
                 }
-                rx.await.unwrap_or_else(|_| ShardReply::Unavailable("shard batcher stopped".into()))
+                rx.await
+                    .unwrap_or_else(|_| ShardReply::Unavailable("shard batcher stopped".into()))
             }
-            ShardRequest::Read { from, limit, max_bytes } => {
+            ShardRequest::Read {
+                from,
+                limit,
+                max_bytes,
+            } => {
                 let store = self.store.clone();
                 let progress = self.progress.clone();
                 let read = tokio::task::spawn_blocking(move || {

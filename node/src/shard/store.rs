@@ -94,9 +94,13 @@ impl Progress {
         self.tip.subscribe()
     }
     fn publish(&self, h: &Header) {
-        self.last_arrival_ms.store(h.last_arrival_ms, Ordering::Release);
+        self.last_arrival_ms
+            .store(h.last_arrival_ms, Ordering::Release);
         self.trim_ordinal.store(h.trim_ordinal, Ordering::Release);
-        self.last_applied_index.store(h.last_applied.as_ref().map(|l| l.index()).unwrap_or(0), Ordering::Release);
+        self.last_applied_index.store(
+            h.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
+            Ordering::Release,
+        );
         self.next_ordinal.store(h.next_ordinal, Ordering::Release);
         self.tip.send_replace(h.next_ordinal);
     }
@@ -138,7 +142,9 @@ pub struct ReadRecord {
 impl ShardStore {
     /// Opens the state machine of `group`, loading its persisted header.
     pub fn open(db: Arc<DB>, group: GroupId) -> io::Result<Self> {
-        let cf = db.cf_handle(CF_SHARD_STATE).ok_or_else(|| io_err("missing cf shard_state"))?;
+        let cf = db
+            .cf_handle(CF_SHARD_STATE)
+            .ok_or_else(|| io_err("missing cf shard_state"))?;
         let header: Header = match db.get_cf(cf, group_prefix(group)).map_err(io_err)? {
             Some(b) => decode_io(&b)?,
             None => Header::default(),
@@ -152,7 +158,12 @@ impl ShardStore {
             tip,
         });
         progress.publish(&header);
-        Ok(Self { db, group, header: Arc::new(tokio::sync::Mutex::new(header)), progress })
+        Ok(Self {
+            db,
+            group,
+            header: Arc::new(tokio::sync::Mutex::new(header)),
+            progress,
+        })
     }
 
     pub fn progress(&self) -> Arc<Progress> {
@@ -168,10 +179,16 @@ impl ShardStore {
         if from >= end || limit == 0 {
             return Ok(out);
         }
-        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_SHARD_DATA)
+            .ok_or_else(|| io_err("missing cf shard_data"))?;
         let start = record_key(self.group, from);
         let mut bytes = 0usize;
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+        {
             let (key, val) = item.map_err(io_err)?;
             if read_u64(&key, 0) != Some(self.group) || key.get(8) != Some(&KIND_RECORD) {
                 break;
@@ -198,9 +215,16 @@ impl ShardStore {
     /// if none did).
     pub fn ordinal_at_time(&self, ts_ms: u64) -> io::Result<u64> {
         let end = self.progress.next_ordinal();
-        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_SHARD_DATA)
+            .ok_or_else(|| io_err("missing cf shard_data"))?;
         let start = time_key(self.group, ts_ms, 0);
-        if let Some(item) = self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)).next() {
+        if let Some(item) = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+            .next()
+        {
             let (key, _) = item.map_err(io_err)?;
             if read_u64(&key, 0) == Some(self.group) && key.get(8) == Some(&KIND_TIME) {
                 let ordinal = read_u64(&key, 17).ok_or_else(|| io_err("short time key"))?;
@@ -212,8 +236,14 @@ impl ShardStore {
 
     /// Deletes everything this group stored (its shard was removed).
     pub fn destroy(&self) -> io::Result<()> {
-        let data = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
-        let state = self.db.cf_handle(CF_SHARD_STATE).ok_or_else(|| io_err("missing cf shard_state"))?;
+        let data = self
+            .db
+            .cf_handle(CF_SHARD_DATA)
+            .ok_or_else(|| io_err("missing cf shard_data"))?;
+        let state = self
+            .db
+            .cf_handle(CF_SHARD_STATE)
+            .ok_or_else(|| io_err("missing cf shard_state"))?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(data, group_prefix(self.group), group_prefix(self.group + 1));
         batch.delete_cf(state, group_prefix(self.group));
@@ -221,29 +251,46 @@ impl ShardStore {
     }
 
     fn put_header(&self, batch: &mut WriteBatch, h: &Header) -> io::Result<()> {
-        let cf = self.db.cf_handle(CF_SHARD_STATE).ok_or_else(|| io_err("missing cf shard_state"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_SHARD_STATE)
+            .ok_or_else(|| io_err("missing cf shard_state"))?;
         batch.put_cf(cf, group_prefix(self.group), encode_io(h)?);
         Ok(())
     }
 
     fn snapshot_of(&self, h: &Header) -> io::Result<SnapshotOf<C, SnapshotData>> {
-        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_SHARD_DATA)
+            .ok_or_else(|| io_err("missing cf shard_data"))?;
         let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         let prefix = group_prefix(self.group);
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
+        {
             let (k, v) = item.map_err(io_err)?;
             if read_u64(&k, 0) != Some(self.group) {
                 break;
             }
             // Only what this header covers: records below next_ordinal.
-            if k.get(8) == Some(&KIND_RECORD) && read_u64(&k, 9).is_some_and(|o| o >= h.next_ordinal) {
+            if k.get(8) == Some(&KIND_RECORD)
+                && read_u64(&k, 9).is_some_and(|o| o >= h.next_ordinal)
+            {
                 continue;
             }
             pairs.push((k[8..].to_vec(), v.to_vec()));
         }
         let body = encode_io(&(h.next_ordinal, h.last_arrival_ms, h.trim_ordinal, pairs))?;
-        let meta = SnapshotMetaOf::<C> { last_log_id: h.last_applied.clone(), last_membership: h.membership.clone() };
-        Ok(SnapshotOf::<C, SnapshotData> { meta, snapshot: Cursor::new(body) })
+        let meta = SnapshotMetaOf::<C> {
+            last_log_id: h.last_applied,
+            last_membership: h.membership.clone(),
+        };
+        Ok(SnapshotOf::<C, SnapshotData> {
+            meta,
+            snapshot: Cursor::new(body),
+        })
     }
 }
 
@@ -260,16 +307,21 @@ impl RaftStateMachine<C> for ShardStore {
     type SnapshotData = SnapshotData;
     type SnapshotBuilder = Self;
 
-    async fn applied_state(&mut self) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogIdOf<C>>, StoredMembershipOf<C>), io::Error> {
         let h = self.header.lock().await;
-        Ok((h.last_applied.clone(), h.membership.clone()))
+        Ok((h.last_applied, h.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
     where
         Strm: Stream<Item = Result<EntryResponder<C>, io::Error>> + Unpin + OptionalSend,
     {
-        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let cf = self
+            .db
+            .cf_handle(CF_SHARD_DATA)
+            .ok_or_else(|| io_err("missing cf shard_data"))?;
         let mut h = self.header.lock().await;
         let mut batch = WriteBatch::default();
         let mut responses = Vec::new();
@@ -281,7 +333,10 @@ impl RaftStateMachine<C> for ShardStore {
                     h.membership = StoredMembershipOf::<C>::new(Some(entry.log_id()), m.clone());
                     ShardResponse::Done
                 }
-                EntryPayload::Normal(ShardCommand::Append { arrival_ms, records }) => {
+                EntryPayload::Normal(ShardCommand::Append {
+                    arrival_ms,
+                    records,
+                }) => {
                     let arrival = (*arrival_ms).max(h.last_arrival_ms);
                     let first = h.next_ordinal;
                     if !records.is_empty() {
@@ -293,11 +348,18 @@ impl RaftStateMachine<C> for ShardStore {
                             partition_key: r.partition_key.clone(),
                             data: r.data.clone(),
                         };
-                        batch.put_cf(cf, record_key(self.group, first + i as u64), encode_io(&stored)?);
+                        batch.put_cf(
+                            cf,
+                            record_key(self.group, first + i as u64),
+                            encode_io(&stored)?,
+                        );
                     }
                     h.next_ordinal = first + records.len() as u64;
                     h.last_arrival_ms = arrival;
-                    ShardResponse::Appended { first_ordinal: first, arrival_ms: arrival }
+                    ShardResponse::Appended {
+                        first_ordinal: first,
+                        arrival_ms: arrival,
+                    }
                 }
             };
             if let Some(r) = responder {
@@ -319,10 +381,18 @@ impl RaftStateMachine<C> for ShardStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMetaOf<C>, snapshot: SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<C>,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
         type Body = (u64, u64, u64, Vec<(Vec<u8>, Vec<u8>)>);
-        let (next_ordinal, last_arrival_ms, trim_ordinal, pairs): Body = decode_io(snapshot.get_ref())?;
-        let cf = self.db.cf_handle(CF_SHARD_DATA).ok_or_else(|| io_err("missing cf shard_data"))?;
+        let (next_ordinal, last_arrival_ms, trim_ordinal, pairs): Body =
+            decode_io(snapshot.get_ref())?;
+        let cf = self
+            .db
+            .cf_handle(CF_SHARD_DATA)
+            .ok_or_else(|| io_err("missing cf shard_data"))?;
         let mut h = self.header.lock().await;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, group_prefix(self.group), group_prefix(self.group + 1));
@@ -334,7 +404,7 @@ impl RaftStateMachine<C> for ShardStore {
             batch.put_cf(cf, k, v);
         }
         *h = Header {
-            last_applied: meta.last_log_id.clone(),
+            last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             next_ordinal,
             last_arrival_ms,
@@ -346,7 +416,9 @@ impl RaftStateMachine<C> for ShardStore {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
         let h = self.header.lock().await.clone();
         if h.last_applied.is_none() {
             return Ok(None);

@@ -79,7 +79,10 @@ impl fmt::Display for KinesisError {
 
 impl KinesisError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::ResourceNotFound, message)
