@@ -6,7 +6,9 @@
 //!   state on a watch channel (the node's shard map).
 //! * [`handle`]: proposes commands through the current meta leader, from any node.
 
+pub mod consumers;
 pub mod handle;
+pub mod settings;
 pub mod state;
 pub mod store;
 

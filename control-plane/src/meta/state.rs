@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::consumers::{ConsumerCommand, ConsumerMeta};
+use super::settings::{AccountSettings, SettingsChange, StreamSettings};
+
 /// Number of replicas of every shard group.
 pub const REPLICAS: usize = 3;
 
@@ -75,6 +78,10 @@ pub struct StreamMeta {
     pub retention_hours: u32,
     pub shards: Vec<ShardMeta>,
     pub next_shard_index: u32,
+    /// Pure-metadata settings (tags, encryption, monitoring, policies, ...).
+    pub settings: StreamSettings,
+    /// Registered enhanced fan-out consumers.
+    pub consumers: Vec<ConsumerMeta>,
 }
 
 impl StreamMeta {
@@ -101,6 +108,8 @@ pub struct MetaState {
     pub next_stream_uid: u64,
     /// Bumped by every change of the shard map.
     pub epoch: u64,
+    /// Account-wide settings.
+    pub account: AccountSettings,
 }
 
 /// Commands of the metadata group.
@@ -124,6 +133,13 @@ pub enum MetaCommand {
     ActivateStream { name: String, uid: u64 },
     /// Removes a stream; its shard groups are torn down by every node.
     DeleteStream { name: String },
+    /// Changes pure-metadata settings of a stream (see `settings`).
+    Settings {
+        name: String,
+        change: SettingsChange,
+    },
+    /// Registers/deregisters enhanced fan-out consumers (see `consumers`).
+    Consumer(ConsumerCommand),
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -138,6 +154,8 @@ impl std::fmt::Display for MetaCommand {
             }
             MetaCommand::ActivateStream { name, uid } => write!(f, "ActivateStream({name}#{uid})"),
             MetaCommand::DeleteStream { name } => write!(f, "DeleteStream({name})"),
+            MetaCommand::Settings { name, change } => write!(f, "Settings({name}, {change})"),
+            MetaCommand::Consumer(c) => write!(f, "Consumer({c})"),
         }
     }
 }
@@ -212,6 +230,8 @@ impl MetaState {
                     MetaResponse::Failed(MetaError::StreamNotFound(name.clone()))
                 }
             }
+            MetaCommand::Settings { name, change } => self.apply_settings(name, change),
+            MetaCommand::Consumer(cmd) => self.apply_consumer(cmd),
         }
     }
 
@@ -268,6 +288,8 @@ impl MetaState {
                 retention_hours: 24,
                 shards,
                 next_shard_index,
+                settings: StreamSettings::default(),
+                consumers: Vec::new(),
             },
         );
         self.epoch += 1;

@@ -186,6 +186,37 @@ pub trait Backend: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = KinesisResult<GetRecordsOut>> + Send;
 
+    /// SplitShard: closes `shard_index` and opens two children split at `new_starting_hash_key`.
+    fn split_shard(
+        &self,
+        name: &str,
+        shard_index: u32,
+        new_starting_hash_key: u128,
+    ) -> impl Future<Output = KinesisResult<()>> + Send;
+
+    /// MergeShards: closes two hash-adjacent shards and opens their child.
+    fn merge_shards(
+        &self,
+        name: &str,
+        shard_index: u32,
+        adjacent_index: u32,
+    ) -> impl Future<Output = KinesisResult<()>> + Send;
+
+    /// UpdateShardCount (UNIFORM_SCALING); returns the open shard count before the change.
+    fn update_shard_count(
+        &self,
+        name: &str,
+        target: u32,
+    ) -> impl Future<Output = KinesisResult<u32>> + Send;
+
+    /// Increase/DecreaseStreamRetentionPeriod (`increase` tells which was called).
+    fn set_retention(
+        &self,
+        name: &str,
+        hours: u32,
+        increase: bool,
+    ) -> impl Future<Output = KinesisResult<()>> + Send;
+
     /// Region and account this cluster answers for (ARNs, validation of `StreamARN`).
     fn region(&self) -> &str;
     fn account_id(&self) -> &str;

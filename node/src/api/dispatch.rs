@@ -7,7 +7,7 @@ use spate_proto::kinesis::{ErrorKind, KinesisError, KinesisResult};
 
 use super::backend::Backend;
 use super::codec::Encoding;
-use super::ops::{records, shards, streams};
+use super::ops::{records, reshard, shards, streams};
 
 /// The `X-Amz-Target` prefix of the Kinesis API.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
@@ -122,6 +122,15 @@ pub async fn dispatch<B: Backend>(
         Operation::PutRecords => call!(backend, enc, body, records::put_records),
         Operation::GetShardIterator => call!(backend, enc, body, records::get_shard_iterator),
         Operation::GetRecords => call!(backend, enc, body, records::get_records),
+        Operation::SplitShard => call!(backend, enc, body, reshard::split_shard),
+        Operation::MergeShards => call!(backend, enc, body, reshard::merge_shards),
+        Operation::UpdateShardCount => call!(backend, enc, body, reshard::update_shard_count),
+        Operation::IncreaseStreamRetentionPeriod => {
+            call!(backend, enc, body, reshard::increase_retention)
+        }
+        Operation::DecreaseStreamRetentionPeriod => {
+            call!(backend, enc, body, reshard::decrease_retention)
+        }
         other => Err(not_supported(other)),
     }
 }

@@ -454,6 +454,34 @@ impl Backend for ClusterBackend {
         })
     }
 
+    async fn split_shard(&self, _name: &str, _shard_index: u32, _key: u128) -> KinesisResult<()> {
+        Err(KinesisError::new(
+            ErrorKind::UnknownOperation,
+            "Operation SplitShard is not supported by this server yet",
+        ))
+    }
+
+    async fn merge_shards(&self, _name: &str, _a: u32, _b: u32) -> KinesisResult<()> {
+        Err(KinesisError::new(
+            ErrorKind::UnknownOperation,
+            "Operation MergeShards is not supported by this server yet",
+        ))
+    }
+
+    async fn update_shard_count(&self, _name: &str, _target: u32) -> KinesisResult<u32> {
+        Err(KinesisError::new(
+            ErrorKind::UnknownOperation,
+            "Operation UpdateShardCount is not supported by this server yet",
+        ))
+    }
+
+    async fn set_retention(&self, _name: &str, _hours: u32, _increase: bool) -> KinesisResult<()> {
+        Err(KinesisError::new(
+            ErrorKind::UnknownOperation,
+            "Retention changes are not supported by this server yet",
+        ))
+    }
+
     fn region(&self) -> &str {
         &self.region
     }

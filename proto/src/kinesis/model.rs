@@ -548,3 +548,55 @@ mod tests {
         assert_eq!(f.filter_type.as_deref(), Some("AT_LATEST"));
     }
 }
+
+// ---- Resharding and retention -------------------------------------------------------------
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SplitShardInput {
+    pub stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: Option<String>,
+    pub shard_to_split: Option<String>,
+    pub new_starting_hash_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MergeShardsInput {
+    pub stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: Option<String>,
+    pub shard_to_merge: Option<String>,
+    pub adjacent_shard_to_merge: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateShardCountInput {
+    pub stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: Option<String>,
+    pub target_shard_count: Option<i64>,
+    pub scaling_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateShardCountOutput {
+    pub stream_name: String,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: String,
+    pub current_shard_count: i64,
+    pub target_shard_count: i64,
+}
+
+/// IncreaseStreamRetentionPeriod and DecreaseStreamRetentionPeriod.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RetentionPeriodInput {
+    pub stream_name: Option<String>,
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: Option<String>,
+    pub retention_period_hours: Option<i64>,
+}

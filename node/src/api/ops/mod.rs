@@ -3,6 +3,7 @@
 //! and converting backend shapes into wire shapes.
 
 pub mod records;
+pub mod reshard;
 pub mod shards;
 pub mod streams;
 
