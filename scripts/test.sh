@@ -20,7 +20,7 @@ step "build the spate binary"
 cargo build -p spate-node --bin spate
 
 step "cargo test (unit, property, cluster tests)"
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
 
 step "real AWS clients against spate dev"
 bash tests/clients/run.sh

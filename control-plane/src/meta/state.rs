@@ -260,10 +260,11 @@ impl MetaState {
         self.next_stream_uid = uid + 1;
         let create_secs = now_ms / 1000;
         let mut shards = Vec::with_capacity(hash_ranges.len());
+        let mut load = self.replica_load();
         for (i, (start, end)) in hash_ranges.iter().enumerate() {
             let group = self.next_group.max(1);
             self.next_group = group + 1;
-            let replicas = self.place(group);
+            let replicas = self.place(group, &mut load);
             shards.push(ShardMeta {
                 index: i as u32,
                 group,
@@ -311,9 +312,9 @@ impl MetaState {
 
     /// Chooses the replicas of a new group: one node per zone (least loaded first, ties
     /// broken by the group id so placement rotates), then any other nodes up to
-    /// [`REPLICAS`] when there are fewer zones than replicas.
-    fn place(&self, group: u64) -> Vec<u64> {
-        let load = self.replica_load();
+    /// [`REPLICAS`] when there are fewer zones than replicas. `load` (replicas per node) is
+    /// updated with the choice, so several placements in one command balance.
+    fn place(&self, group: u64, load: &mut BTreeMap<u64, usize>) -> Vec<u64> {
         let mut by_zone: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         for n in self.nodes.values() {
             by_zone.entry(n.zone.as_str()).or_default().push(n.id);
@@ -353,6 +354,9 @@ impl MetaState {
             }
         }
         picks.sort_unstable();
+        for id in &picks {
+            *load.entry(*id).or_default() += 1;
+        }
         picks
     }
 }
