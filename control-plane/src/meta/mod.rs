@@ -8,6 +8,7 @@
 
 pub mod consumers;
 pub mod handle;
+pub mod reshard;
 pub mod settings;
 pub mod state;
 pub mod store;

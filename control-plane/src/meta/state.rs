@@ -44,10 +44,33 @@ pub enum CapacityMode {
     OnDemand,
 }
 
+/// Lifecycle of a shard. Writes go to `Open` and `Sealing` shards; `Pending` children
+/// become `Open` when their parents are sealed; `Closed` shards stay readable until their
+/// records expire, then they are removed (EXPIRED).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardState {
     Open,
+    /// A parent being split/merged: writable until its group commits the seal.
+    Sealing,
+    /// A child created by a split/merge, not writable until its parents are sealed.
+    Pending,
     Closed,
+}
+
+/// Where a sealed shard ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardEnd {
+    /// Ordinal after the last record (records are `1 .. end_ordinal`).
+    pub end_ordinal: u64,
+    /// When the seal was applied (seconds), for the ending sequence number.
+    pub sealed_secs: u64,
+}
+
+/// A split or merge in progress: parents being sealed, children waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReshardStep {
+    pub parents: Vec<u32>,
+    pub children: Vec<u32>,
 }
 
 /// One shard: a hash range of a stream, replicated by its own Raft group.
@@ -64,6 +87,20 @@ pub struct ShardMeta {
     pub state: ShardState,
     /// Nodes holding the shard's replicas, in distinct zones where possible.
     pub replicas: Vec<u64>,
+    /// Set once the shard is closed.
+    pub end: Option<ShardEnd>,
+}
+
+impl ShardMeta {
+    /// Takes writes (open, or a parent not yet sealed).
+    pub fn writable(&self) -> bool {
+        matches!(self.state, ShardState::Open | ShardState::Sealing)
+    }
+
+    /// Visible to clients (everything but pending children).
+    pub fn visible(&self) -> bool {
+        self.state != ShardState::Pending
+    }
 }
 
 /// A stream and its shards (open and closed, not yet expired).
@@ -82,6 +119,12 @@ pub struct StreamMeta {
     pub settings: StreamSettings,
     /// Registered enhanced fan-out consumers.
     pub consumers: Vec<ConsumerMeta>,
+    /// The split/merge in progress, if any.
+    pub reshard: Option<ReshardStep>,
+    /// UpdateShardCount in progress: the open shard count to reach.
+    pub target_shard_count: Option<u32>,
+    /// When UpdateShardCount was called (ms), for the 10-per-24-hours limit.
+    pub shard_count_updates: Vec<u64>,
 }
 
 impl StreamMeta {
@@ -89,11 +132,25 @@ impl StreamMeta {
         self.shards.iter().find(|s| s.index == index)
     }
 
-    /// The open shard whose hash range holds `key`.
+    /// The writable shard whose hash range holds `key`.
     pub fn open_shard_for(&self, key: u128) -> Option<&ShardMeta> {
         self.shards
             .iter()
-            .find(|s| s.state == ShardState::Open && s.hash_start <= key && key <= s.hash_end)
+            .find(|s| s.writable() && s.hash_start <= key && key <= s.hash_end)
+    }
+
+    /// Shards whose parent or adjacent parent is `index`.
+    pub fn children_of(&self, index: u32) -> impl Iterator<Item = &ShardMeta> {
+        self.shards
+            .iter()
+            .filter(move |s| s.parent == Some(index) || s.adjacent_parent == Some(index))
+    }
+
+    /// Open (writable) shards, by hash range.
+    pub fn open_shards(&self) -> Vec<&ShardMeta> {
+        let mut v: Vec<&ShardMeta> = self.shards.iter().filter(|s| s.writable()).collect();
+        v.sort_by_key(|s| s.hash_start);
+        v
     }
 }
 
@@ -133,6 +190,37 @@ pub enum MetaCommand {
     ActivateStream { name: String, uid: u64 },
     /// Removes a stream; its shard groups are torn down by every node.
     DeleteStream { name: String },
+    /// Starts splitting `parent` at `new_start` (see `reshard`).
+    BeginSplit {
+        name: String,
+        parent: u32,
+        new_start: u128,
+        now_ms: u64,
+    },
+    /// Starts merging `shard` with the hash-adjacent `adjacent`.
+    BeginMerge {
+        name: String,
+        shard: u32,
+        adjacent: u32,
+        now_ms: u64,
+    },
+    /// Closes the sealed parents of the step in progress and opens its children.
+    CompleteReshard {
+        name: String,
+        ends: Vec<(u32, ShardEnd)>,
+    },
+    /// UpdateShardCount: reach `target` open shards through splits and merges.
+    SetTargetShardCount {
+        name: String,
+        target: u32,
+        now_ms: u64,
+    },
+    /// The target shard count has been reached.
+    FinishShardCount { name: String },
+    /// Sets the retention period.
+    SetRetention { name: String, hours: u32 },
+    /// Removes a closed shard whose records have all expired.
+    ExpireShard { name: String, index: u32 },
     /// Changes pure-metadata settings of a stream (see `settings`).
     Settings {
         name: String,
@@ -154,6 +242,26 @@ impl std::fmt::Display for MetaCommand {
             }
             MetaCommand::ActivateStream { name, uid } => write!(f, "ActivateStream({name}#{uid})"),
             MetaCommand::DeleteStream { name } => write!(f, "DeleteStream({name})"),
+            MetaCommand::BeginSplit { name, parent, .. } => {
+                write!(f, "BeginSplit({name}, {parent})")
+            }
+            MetaCommand::BeginMerge {
+                name,
+                shard,
+                adjacent,
+                ..
+            } => {
+                write!(f, "BeginMerge({name}, {shard}+{adjacent})")
+            }
+            MetaCommand::CompleteReshard { name, .. } => write!(f, "CompleteReshard({name})"),
+            MetaCommand::SetTargetShardCount { name, target, .. } => {
+                write!(f, "SetTargetShardCount({name}, {target})")
+            }
+            MetaCommand::FinishShardCount { name } => write!(f, "FinishShardCount({name})"),
+            MetaCommand::SetRetention { name, hours } => {
+                write!(f, "SetRetention({name}, {hours}h)")
+            }
+            MetaCommand::ExpireShard { name, index } => write!(f, "ExpireShard({name}, {index})"),
             MetaCommand::Settings { name, change } => write!(f, "Settings({name}, {change})"),
             MetaCommand::Consumer(c) => write!(f, "Consumer({c})"),
         }
@@ -173,6 +281,13 @@ pub enum MetaError {
     NoNodes,
     #[error("{0}")]
     Invalid(String),
+    /// The stream or shard is not in a state that allows the operation.
+    #[error("{0}")]
+    InUse(String),
+    #[error("{0}")]
+    ShardNotFound(String),
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 /// Answers of metadata commands.
@@ -182,6 +297,10 @@ pub enum MetaResponse {
     Done,
     StreamCreated {
         uid: u64,
+    },
+    /// UpdateShardCount accepted; the open shard count it started from.
+    ShardCountUpdate {
+        current: u32,
     },
     Failed(MetaError),
 }
@@ -230,6 +349,27 @@ impl MetaState {
                     MetaResponse::Failed(MetaError::StreamNotFound(name.clone()))
                 }
             }
+            MetaCommand::BeginSplit {
+                name,
+                parent,
+                new_start,
+                now_ms,
+            } => self.begin_split(name, *parent, *new_start, *now_ms),
+            MetaCommand::BeginMerge {
+                name,
+                shard,
+                adjacent,
+                now_ms,
+            } => self.begin_merge(name, *shard, *adjacent, *now_ms),
+            MetaCommand::CompleteReshard { name, ends } => self.complete_reshard(name, ends),
+            MetaCommand::SetTargetShardCount {
+                name,
+                target,
+                now_ms,
+            } => self.set_target_shard_count(name, *target, *now_ms),
+            MetaCommand::FinishShardCount { name } => self.finish_shard_count(name),
+            MetaCommand::SetRetention { name, hours } => self.set_retention(name, *hours),
+            MetaCommand::ExpireShard { name, index } => self.expire_shard(name, *index),
             MetaCommand::Settings { name, change } => self.apply_settings(name, change),
             MetaCommand::Consumer(cmd) => self.apply_consumer(cmd),
         }
@@ -275,6 +415,7 @@ impl MetaState {
                 create_secs,
                 state: ShardState::Open,
                 replicas,
+                end: None,
             });
         }
         let next_shard_index = shards.len() as u32;
@@ -291,6 +432,9 @@ impl MetaState {
                 next_shard_index,
                 settings: StreamSettings::default(),
                 consumers: Vec::new(),
+                reshard: None,
+                target_shard_count: None,
+                shard_count_updates: Vec::new(),
             },
         );
         self.epoch += 1;
@@ -314,7 +458,7 @@ impl MetaState {
     /// broken by the group id so placement rotates), then any other nodes up to
     /// [`REPLICAS`] when there are fewer zones than replicas. `load` (replicas per node) is
     /// updated with the choice, so several placements in one command balance.
-    fn place(&self, group: u64, load: &mut BTreeMap<u64, usize>) -> Vec<u64> {
+    pub(crate) fn place(&self, group: u64, load: &mut BTreeMap<u64, usize>) -> Vec<u64> {
         let mut by_zone: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         for n in self.nodes.values() {
             by_zone.entry(n.zone.as_str()).or_default().push(n.id);

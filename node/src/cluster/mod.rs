@@ -4,29 +4,29 @@
 
 pub mod controller;
 pub mod forward;
+mod records;
+mod reshard;
 pub mod router;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use spate_control_plane::meta::state::{
     CapacityMode, ShardMeta, ShardState, StreamMeta, StreamStatus as MetaStatus,
 };
 use spate_control_plane::meta::{MetaCommand, MetaError, MetaHandle, MetaResponse, ProposeError};
-use spate_proto::kinesis::hash::{partition_key_hash, uniform_ranges};
+use spate_proto::kinesis::hash::uniform_ranges;
 use spate_proto::kinesis::ids::{shard_id, stream_arn};
-use spate_proto::kinesis::iterator::{IteratorKeys, IteratorPosition};
+use spate_proto::kinesis::iterator::IteratorKeys;
 use spate_proto::kinesis::limits;
 use spate_proto::kinesis::seqnum::SeqNum;
-use spate_proto::kinesis::{ErrorKind, KinesisError, KinesisResult};
+use spate_proto::kinesis::{KinesisError, KinesisResult};
 
 use crate::api::backend::{
-    Backend, GetRecordsOut, IteratorStart, PutEntry, PutOk, PutOutcome, RecordOut, ShardInfo,
-    StreamDescription, StreamMode, StreamStatus,
+    Backend, GetRecordsOut, IteratorStart, PutEntry, PutOutcome, ShardInfo, StreamDescription,
+    StreamMode, StreamStatus,
 };
 use crate::shard::batcher::now_ms;
 use crate::shard::replica::{PositionQuery, ShardReply, ShardRequest};
-use crate::shard::{RecordIn, ShardIdentity};
 use router::{RouteError, ShardRouter};
 
 /// The cluster as the Kinesis API sees it.
@@ -88,6 +88,7 @@ impl ClusterBackend {
         let shards = s
             .shards
             .iter()
+            .filter(|sh| sh.visible())
             .map(|sh| ShardInfo {
                 index: sh.index,
                 parent: sh.parent,
@@ -95,7 +96,10 @@ impl ClusterBackend {
                 hash_start: sh.hash_start,
                 hash_end: sh.hash_end,
                 starting_sequence_number: SeqNum::starting(sh.create_secs, sh.index).encode(),
-                ending_sequence_number: None,
+                ending_sequence_number: sh
+                    .end
+                    .filter(|_| sh.state == ShardState::Closed)
+                    .map(|e| SeqNum::ending(sh.create_secs, sh.index, e.sealed_secs).encode()),
             })
             .collect();
         StreamDescription {
@@ -113,18 +117,14 @@ impl ClusterBackend {
             },
             created_ms: s.created_ms,
             retention_hours: s.retention_hours,
-            open_shard_count: s
-                .shards
-                .iter()
-                .filter(|x| x.state == ShardState::Open)
-                .count() as u32,
+            open_shard_count: s.shards.iter().filter(|x| x.writable()).count() as u32,
             shards,
             consumer_count: 0,
         }
     }
 
     fn shard_of<'a>(&self, s: &'a StreamMeta, index: u32) -> KinesisResult<&'a ShardMeta> {
-        s.shard(index).ok_or_else(|| {
+        s.shard(index).filter(|sh| sh.visible()).ok_or_else(|| {
             KinesisError::not_found(format!(
                 "Shard {} in stream {} under account {} does not exist",
                 shard_id(index),
@@ -156,26 +156,9 @@ impl ClusterBackend {
         }
         Ok(parsed.ordinal)
     }
-
-    async fn put_to_shard(
-        &self,
-        shard: &ShardMeta,
-        records: Vec<RecordIn>,
-    ) -> Result<(u64, u64), KinesisError> {
-        match self.router.call(shard, ShardRequest::Put { records }).await {
-            Ok(ShardReply::Appended {
-                first_ordinal,
-                arrival_ms,
-            }) => Ok((first_ordinal, arrival_ms)),
-            Ok(other) => Err(KinesisError::internal(format!(
-                "unexpected shard reply {other:?}"
-            ))),
-            Err(e) => Err(route_error(e)),
-        }
-    }
 }
 
-fn route_error(e: RouteError) -> KinesisError {
+pub(crate) fn route_error(e: RouteError) -> KinesisError {
     match e {
         RouteError::Overloaded => {
             KinesisError::throttled("Rate exceeded for shard: too many requests waiting.")
@@ -189,7 +172,7 @@ fn route_error(e: RouteError) -> KinesisError {
     }
 }
 
-fn propose_error(e: ProposeError) -> KinesisError {
+pub(crate) fn propose_error(e: ProposeError) -> KinesisError {
     match e {
         ProposeError::NoLeader => {
             KinesisError::unavailable("The control plane is electing a leader; retry.")
@@ -228,7 +211,9 @@ impl Backend for ClusterBackend {
             now_ms: now_ms(),
         };
         match self.meta.propose(cmd).await.map_err(propose_error)? {
-            MetaResponse::StreamCreated { .. } | MetaResponse::Done => Ok(()),
+            MetaResponse::StreamCreated { .. }
+            | MetaResponse::Done
+            | MetaResponse::ShardCountUpdate { .. } => Ok(()),
             MetaResponse::Failed(MetaError::StreamExists(_)) => Err(KinesisError::in_use(format!(
                 "Stream {name} under account {} already exists.",
                 self.account_id
@@ -236,7 +221,7 @@ impl Backend for ClusterBackend {
             MetaResponse::Failed(MetaError::NotBootstrapped) => {
                 Err(KinesisError::unavailable("cluster is starting"))
             }
-            MetaResponse::Failed(e) => Err(KinesisError::invalid(e.to_string())),
+            MetaResponse::Failed(e) => Err(self.meta_error(name, e)),
         }
     }
 
@@ -280,78 +265,7 @@ impl Backend for ClusterBackend {
         name: &str,
         entries: Vec<PutEntry>,
     ) -> KinesisResult<Vec<PutOutcome>> {
-        let s = self.stream(name)?;
-        match s.status {
-            MetaStatus::Active | MetaStatus::Updating => {}
-            MetaStatus::Creating => return Err(self.not_found(name)),
-            MetaStatus::Deleting => {
-                return Err(KinesisError::in_use(format!(
-                    "Stream {name} under account {} is being deleted.",
-                    self.account_id
-                )))
-            }
-        }
-        // Group entries by shard, remembering each entry's position in the request.
-        let mut per_shard: BTreeMap<u32, (Vec<usize>, Vec<RecordIn>)> = BTreeMap::new();
-        let n = entries.len();
-        for (i, e) in entries.into_iter().enumerate() {
-            let key = e
-                .explicit_hash_key
-                .unwrap_or_else(|| partition_key_hash(&e.partition_key));
-            let shard = s.open_shard_for(key).ok_or_else(|| {
-                KinesisError::internal(format!("no open shard covers hash key {key}"))
-            })?;
-            let slot = per_shard.entry(shard.index).or_default();
-            slot.0.push(i);
-            slot.1.push(RecordIn {
-                partition_key: e.partition_key,
-                data: e.data,
-            });
-        }
-        let calls = per_shard.into_iter().map(|(index, (positions, records))| {
-            let s = s.clone();
-            async move {
-                let shard = s.shard(index).cloned();
-                let outcome = match shard {
-                    Some(shard) => self.put_to_shard(&shard, records).await.map(|r| (shard, r)),
-                    None => Err(KinesisError::internal("shard vanished")),
-                };
-                (positions, outcome)
-            }
-        });
-        let results = futures::future::join_all(calls).await;
-        let mut out: Vec<Option<PutOutcome>> = (0..n).map(|_| None).collect();
-        for (positions, outcome) in results {
-            match outcome {
-                Ok((shard, (first, arrival_ms))) => {
-                    let id = ShardIdentity {
-                        stream_uid: s.uid,
-                        shard_index: shard.index,
-                        create_secs: shard.create_secs,
-                    };
-                    for (k, pos) in positions.into_iter().enumerate() {
-                        out[pos] = Some(Ok(PutOk {
-                            shard_index: shard.index,
-                            sequence_number: id.sequence_number(first + k as u64, arrival_ms),
-                        }));
-                    }
-                }
-                Err(e) => {
-                    let e = if e.kind == ErrorKind::ProvisionedThroughputExceeded {
-                        e
-                    } else {
-                        KinesisError::internal(e.message)
-                    };
-                    for pos in positions {
-                        out[pos] = Some(Err(e.clone()));
-                    }
-                }
-            }
-        }
-        Ok(out
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| Err(KinesisError::internal("record lost in fan-out"))))
-            .collect())
+        self.put_records_impl(name, entries).await
     }
 
     async fn get_shard_iterator(
@@ -360,126 +274,27 @@ impl Backend for ClusterBackend {
         shard_index: u32,
         start: IteratorStart,
     ) -> KinesisResult<String> {
-        let s = self.stream(name)?;
-        let shard = self.shard_of(&s, shard_index)?;
-        let position = match start {
-            IteratorStart::TrimHorizon => self.position(shard, PositionQuery::TrimHorizon).await?,
-            IteratorStart::Latest => self.position(shard, PositionQuery::Latest).await?,
-            IteratorStart::AtTimestamp(ts) => {
-                let now = now_ms();
-                if ts > now {
-                    return Err(KinesisError::invalid(format!(
-                        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {ts}, currentTimestampInMillis: {now}"
-                    )));
-                }
-                self.position(shard, PositionQuery::AtTimestamp(ts)).await?
-            }
-            IteratorStart::AtSequenceNumber(seq) => self.decode_sequence(&s, shard, &seq)?.max(1),
-            IteratorStart::AfterSequenceNumber(seq) => {
-                self.decode_sequence(&s, shard, &seq)?.saturating_add(1)
-            }
-        };
-        let pos = IteratorPosition {
-            stream_uid: s.uid,
-            shard_index,
-            position,
-            issued_at_ms: now_ms(),
-        };
-        Ok(self.keys()?.encode(&pos))
+        self.get_shard_iterator_impl(name, shard_index, start).await
     }
 
     async fn get_records(&self, iterator: &str, limit: u32) -> KinesisResult<GetRecordsOut> {
-        let keys = self.keys()?;
-        let now = now_ms();
-        let pos = keys.decode(iterator, now)?;
-        let view = self.meta.view();
-        let s = view
-            .state
-            .streams
-            .values()
-            .find(|s| s.uid == pos.stream_uid)
-            .cloned()
-            .ok_or_else(|| {
-                KinesisError::not_found("The stream this iterator belongs to no longer exists.")
-            })?;
-        let shard = self.shard_of(&s, pos.shard_index)?.clone();
-        let req = ShardRequest::Read {
-            from: pos.position,
-            limit: limit.clamp(1, limits::GET_RECORDS_MAX_LIMIT as u32),
-            max_bytes: limits::GET_RECORDS_MAX_BYTES as u64,
-        };
-        let (records, next_ordinal, _last_arrival) = match self.router.call(&shard, req).await {
-            Ok(ShardReply::Records {
-                records,
-                next_ordinal,
-                last_arrival_ms,
-            }) => (records, next_ordinal, last_arrival_ms),
-            Ok(other) => {
-                return Err(KinesisError::internal(format!(
-                    "unexpected shard reply {other:?}"
-                )))
-            }
-            Err(e) => return Err(route_error(e)),
-        };
-        let id = ShardIdentity {
-            stream_uid: s.uid,
-            shard_index: shard.index,
-            create_secs: shard.create_secs,
-        };
-        let next_position = records.last().map(|(o, _)| o + 1).unwrap_or(pos.position);
-        let millis_behind_latest = match records.last() {
-            Some((_, r)) if next_position < next_ordinal => now.saturating_sub(r.arrival_ms),
-            _ => 0,
-        };
-        let out = records
-            .into_iter()
-            .map(|(ordinal, r)| RecordOut {
-                sequence_number: id.sequence_number(ordinal, r.arrival_ms),
-                arrival_ms: r.arrival_ms,
-                data: r.data,
-                partition_key: r.partition_key,
-            })
-            .collect();
-        let next = IteratorPosition {
-            stream_uid: s.uid,
-            shard_index: shard.index,
-            position: next_position,
-            issued_at_ms: now,
-        };
-        Ok(GetRecordsOut {
-            records: out,
-            next_shard_iterator: Some(keys.encode(&next)),
-            millis_behind_latest,
-            child_shards: Vec::new(),
-        })
+        self.get_records_impl(iterator, limit).await
     }
 
-    async fn split_shard(&self, _name: &str, _shard_index: u32, _key: u128) -> KinesisResult<()> {
-        Err(KinesisError::new(
-            ErrorKind::UnknownOperation,
-            "Operation SplitShard is not supported by this server yet",
-        ))
+    async fn split_shard(&self, name: &str, shard_index: u32, key: u128) -> KinesisResult<()> {
+        self.split_shard_impl(name, shard_index, key).await
     }
 
-    async fn merge_shards(&self, _name: &str, _a: u32, _b: u32) -> KinesisResult<()> {
-        Err(KinesisError::new(
-            ErrorKind::UnknownOperation,
-            "Operation MergeShards is not supported by this server yet",
-        ))
+    async fn merge_shards(&self, name: &str, a: u32, b: u32) -> KinesisResult<()> {
+        self.merge_shards_impl(name, a, b).await
     }
 
-    async fn update_shard_count(&self, _name: &str, _target: u32) -> KinesisResult<u32> {
-        Err(KinesisError::new(
-            ErrorKind::UnknownOperation,
-            "Operation UpdateShardCount is not supported by this server yet",
-        ))
+    async fn update_shard_count(&self, name: &str, target: u32) -> KinesisResult<u32> {
+        self.update_shard_count_impl(name, target).await
     }
 
-    async fn set_retention(&self, _name: &str, _hours: u32, _increase: bool) -> KinesisResult<()> {
-        Err(KinesisError::new(
-            ErrorKind::UnknownOperation,
-            "Retention changes are not supported by this server yet",
-        ))
+    async fn set_retention(&self, name: &str, hours: u32, increase: bool) -> KinesisResult<()> {
+        self.set_retention_impl(name, hours, increase).await
     }
 
     fn region(&self) -> &str {

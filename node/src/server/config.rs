@@ -64,6 +64,9 @@ pub struct ClusterSection {
 pub struct KinesisSection {
     pub region: String,
     pub account_id: String,
+    /// Length of one hour of retention in milliseconds. Tests shorten it so retention and
+    /// expiry run in seconds; leave it at 3,600,000 in production.
+    pub retention_hour_ms: u64,
 }
 
 impl Default for KinesisSection {
@@ -71,6 +74,7 @@ impl Default for KinesisSection {
         Self {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
+            retention_hour_ms: 3_600_000,
         }
     }
 }

@@ -136,9 +136,18 @@ impl Node {
             })
             .collect();
         tasks.push(tokio::spawn(bootstrap(meta.clone(), nodes)));
+        let timing = controller::ControlTiming {
+            retention_hour_ms: cfg.kinesis.retention_hour_ms,
+        };
         tasks.push(tokio::spawn(controller::run(
             meta.clone(),
             shard_router.clone(),
+            timing,
+        )));
+        tasks.push(tokio::spawn(controller::retention(
+            meta.clone(),
+            shards.clone(),
+            timing,
         )));
 
         // Kinesis API.

@@ -91,6 +91,13 @@ async fn propose(raft: ShardRaft, jobs: Vec<PutJob>, records_n: usize) {
                 first_ordinal,
                 arrival_ms,
             } => Ok((first_ordinal, arrival_ms)),
+            ShardResponse::Sealed {
+                end_ordinal,
+                sealed_ms,
+            } => Err(ShardReply::Sealed {
+                end_ordinal,
+                sealed_ms,
+            }),
             other => Err(ShardReply::Unavailable(format!(
                 "unexpected apply result {other:?}"
             ))),

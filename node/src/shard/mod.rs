@@ -32,10 +32,16 @@ impl RecordIn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ShardCommand {
     /// Appends records; ordinals and the final arrival time are assigned at apply.
+    /// Rejected (nothing written) once the shard is sealed.
     Append {
         arrival_ms: u64,
         records: Vec<RecordIn>,
     },
+    /// Closes the shard to writes (split/merge): every append applied before it is in the
+    /// shard, none after. Idempotent.
+    Seal { now_ms: u64 },
+    /// Deletes records that arrived before `cutoff_ms` (retention).
+    Trim { cutoff_ms: u64 },
 }
 
 impl std::fmt::Display for ShardCommand {
@@ -47,6 +53,8 @@ impl std::fmt::Display for ShardCommand {
             } => {
                 write!(f, "Append({} records @{arrival_ms})", records.len())
             }
+            ShardCommand::Seal { now_ms } => write!(f, "Seal(@{now_ms})"),
+            ShardCommand::Trim { cutoff_ms } => write!(f, "Trim(<{cutoff_ms})"),
         }
     }
 }
@@ -59,6 +67,15 @@ pub enum ShardResponse {
     Appended {
         first_ordinal: u64,
         arrival_ms: u64,
+    },
+    /// The shard is sealed: its records end before `end_ordinal`.
+    Sealed {
+        end_ordinal: u64,
+        sealed_ms: u64,
+    },
+    /// Records before `trim_ordinal` are gone.
+    Trimmed {
+        trim_ordinal: u64,
     },
 }
 

@@ -12,9 +12,11 @@ use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::GroupId;
 use tokio::sync::{mpsc, oneshot};
 
+use super::batcher::now_ms;
 use super::batcher::PutJob;
 use super::store::{Progress, ShardStore, StoredRecord};
-use super::{RecordIn, ShardIdentity, ShardRaft};
+use super::{RecordIn, ShardCommand, ShardIdentity, ShardRaft, ShardResponse};
+use openraft::errors::{ClientWriteError, RaftError};
 
 /// Where an iterator starts, resolved on a replica.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +39,12 @@ pub enum ShardRequest {
     },
     Position(PositionQuery),
     Status,
+    /// Seal the shard (split/merge); answered with `Sealed`. Leader only; idempotent.
+    Seal,
+    /// Trim records that arrived before `cutoff_ms` (retention). Leader only.
+    Trim {
+        cutoff_ms: u64,
+    },
 }
 
 /// A replica's view of its group.
@@ -47,6 +55,8 @@ pub struct ReplicaStatus {
     pub members: Vec<u64>,
     pub last_applied: u64,
     pub next_ordinal: u64,
+    pub trim_ordinal: u64,
+    pub sealed_end: Option<u64>,
 }
 
 /// The answer to a [`ShardRequest`].
@@ -60,6 +70,16 @@ pub enum ShardReply {
         records: Vec<(u64, StoredRecord)>,
         next_ordinal: u64,
         last_arrival_ms: u64,
+        /// The end ordinal once the shard is sealed.
+        sealed_end: Option<u64>,
+    },
+    /// The shard is sealed (answer to `Seal`, and to a put that arrived after the seal).
+    Sealed {
+        end_ordinal: u64,
+        sealed_ms: u64,
+    },
+    Trimmed {
+        trim_ordinal: u64,
     },
     Position(u64),
     Status(ReplicaStatus),
@@ -111,6 +131,31 @@ impl ShardReplica {
             members: m.membership_config.membership().voter_ids().collect(),
             last_applied: self.progress.last_applied_index(),
             next_ordinal: self.progress.next_ordinal(),
+            trim_ordinal: self.progress.trim_ordinal(),
+            sealed_end: self.progress.sealed_end(),
+        }
+    }
+
+    /// Proposes a control entry (seal, trim) on this replica, which must lead the group.
+    async fn propose(&self, cmd: ShardCommand) -> ShardReply {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => match resp.data {
+                ShardResponse::Sealed {
+                    end_ordinal,
+                    sealed_ms,
+                } => ShardReply::Sealed {
+                    end_ordinal,
+                    sealed_ms,
+                },
+                ShardResponse::Trimmed { trim_ordinal } => ShardReply::Trimmed { trim_ordinal },
+                other => ShardReply::Unavailable(format!("unexpected apply result {other:?}")),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                ShardReply::NotLeader {
+                    leader: f.leader_id,
+                }
+            }
+            Err(e) => ShardReply::Unavailable(e.to_string()),
         }
     }
 
@@ -150,6 +195,7 @@ impl ShardReplica {
                         records: records.into_iter().map(|r| (r.ordinal, r.record)).collect(),
                         next_ordinal: progress.next_ordinal(),
                         last_arrival_ms: progress.last_arrival_ms(),
+                        sealed_end: progress.sealed_end(),
                     },
                     Ok(Err(e)) => ShardReply::Unavailable(format!("read failed: {e}")),
                     Err(e) => ShardReply::Unavailable(format!("read task failed: {e}")),
@@ -164,6 +210,10 @@ impl ShardReplica {
                 },
             },
             ShardRequest::Status => ShardReply::Status(self.status()),
+            ShardRequest::Seal => self.propose(ShardCommand::Seal { now_ms: now_ms() }).await,
+            ShardRequest::Trim { cutoff_ms } => {
+                self.propose(ShardCommand::Trim { cutoff_ms }).await
+            }
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct Header {
     pub last_arrival_ms: u64,
     /// First ordinal still stored (records below it were trimmed).
     pub trim_ordinal: u64,
+    /// Set by `Seal`: (end ordinal, seal time ms).
+    pub sealed: Option<(u64, u64)>,
 }
 
 impl Default for Header {
@@ -54,6 +56,7 @@ impl Default for Header {
             next_ordinal: 1,
             last_arrival_ms: 0,
             trim_ordinal: 1,
+            sealed: None,
         }
     }
 }
@@ -73,6 +76,8 @@ pub struct Progress {
     last_arrival_ms: AtomicU64,
     trim_ordinal: AtomicU64,
     last_applied_index: AtomicU64,
+    /// End ordinal once sealed, `u64::MAX` before.
+    sealed_end: AtomicU64,
     tip: watch::Sender<u64>,
 }
 
@@ -89,6 +94,11 @@ impl Progress {
     pub fn last_applied_index(&self) -> u64 {
         self.last_applied_index.load(Ordering::Acquire)
     }
+    /// The end ordinal if the shard is sealed.
+    pub fn sealed_end(&self) -> Option<u64> {
+        let v = self.sealed_end.load(Ordering::Acquire);
+        (v != u64::MAX).then_some(v)
+    }
     /// A receiver woken whenever new records are applied (value: next ordinal).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.tip.subscribe()
@@ -99,6 +109,10 @@ impl Progress {
         self.trim_ordinal.store(h.trim_ordinal, Ordering::Release);
         self.last_applied_index.store(
             h.last_applied.as_ref().map(|l| l.index()).unwrap_or(0),
+            Ordering::Release,
+        );
+        self.sealed_end.store(
+            h.sealed.map(|(e, _)| e).unwrap_or(u64::MAX),
             Ordering::Release,
         );
         self.next_ordinal.store(h.next_ordinal, Ordering::Release);
@@ -155,6 +169,7 @@ impl ShardStore {
             last_arrival_ms: AtomicU64::new(0),
             trim_ordinal: AtomicU64::new(0),
             last_applied_index: AtomicU64::new(0),
+            sealed_end: AtomicU64::new(u64::MAX),
             tip,
         });
         progress.publish(&header);
@@ -214,7 +229,10 @@ impl ShardStore {
     /// The ordinal of the first record that arrived at or after `ts_ms` (or the next ordinal
     /// if none did).
     pub fn ordinal_at_time(&self, ts_ms: u64) -> io::Result<u64> {
-        let end = self.progress.next_ordinal();
+        self.ordinal_at_time_upto(ts_ms, self.progress.next_ordinal())
+    }
+
+    fn ordinal_at_time_upto(&self, ts_ms: u64, end: u64) -> io::Result<u64> {
         let cf = self
             .db
             .cf_handle(CF_SHARD_DATA)
@@ -282,7 +300,13 @@ impl ShardStore {
             }
             pairs.push((k[8..].to_vec(), v.to_vec()));
         }
-        let body = encode_io(&(h.next_ordinal, h.last_arrival_ms, h.trim_ordinal, pairs))?;
+        let body = encode_io(&(
+            h.next_ordinal,
+            h.last_arrival_ms,
+            h.trim_ordinal,
+            h.sealed,
+            pairs,
+        ))?;
         let meta = SnapshotMetaOf::<C> {
             last_log_id: h.last_applied,
             last_membership: h.membership.clone(),
@@ -332,6 +356,48 @@ impl RaftStateMachine<C> for ShardStore {
                 EntryPayload::Membership(m) => {
                     h.membership = StoredMembershipOf::<C>::new(Some(entry.log_id()), m.clone());
                     ShardResponse::Done
+                }
+                EntryPayload::Normal(ShardCommand::Seal { now_ms }) => {
+                    let (end_ordinal, sealed_ms) = {
+                        let next = h.next_ordinal;
+                        *h.sealed.get_or_insert((next, *now_ms))
+                    };
+                    ShardResponse::Sealed {
+                        end_ordinal,
+                        sealed_ms,
+                    }
+                }
+                EntryPayload::Normal(ShardCommand::Trim { cutoff_ms }) => {
+                    // Deterministic: write what this apply call staged so far, so the time
+                    // index read below reflects exactly the entries before this one, however
+                    // a replica's apply calls are batched.
+                    self.db.write(std::mem::take(&mut batch)).map_err(io_err)?;
+                    let new_trim = self
+                        .ordinal_at_time_upto(*cutoff_ms, h.next_ordinal)?
+                        .max(h.trim_ordinal);
+                    if new_trim > h.trim_ordinal {
+                        batch.delete_range_cf(
+                            cf,
+                            record_key(self.group, 0),
+                            record_key(self.group, new_trim),
+                        );
+                        batch.delete_range_cf(
+                            cf,
+                            time_key(self.group, 0, 0),
+                            time_key(self.group, *cutoff_ms, 0),
+                        );
+                        h.trim_ordinal = new_trim;
+                    }
+                    ShardResponse::Trimmed {
+                        trim_ordinal: h.trim_ordinal,
+                    }
+                }
+                EntryPayload::Normal(ShardCommand::Append { .. }) if h.sealed.is_some() => {
+                    let (end_ordinal, sealed_ms) = h.sealed.unwrap_or_default();
+                    ShardResponse::Sealed {
+                        end_ordinal,
+                        sealed_ms,
+                    }
                 }
                 EntryPayload::Normal(ShardCommand::Append {
                     arrival_ms,
@@ -386,8 +452,8 @@ impl RaftStateMachine<C> for ShardStore {
         meta: &SnapshotMetaOf<C>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        type Body = (u64, u64, u64, Vec<(Vec<u8>, Vec<u8>)>);
-        let (next_ordinal, last_arrival_ms, trim_ordinal, pairs): Body =
+        type Body = (u64, u64, u64, Option<(u64, u64)>, Vec<(Vec<u8>, Vec<u8>)>);
+        let (next_ordinal, last_arrival_ms, trim_ordinal, sealed, pairs): Body =
             decode_io(snapshot.get_ref())?;
         let cf = self
             .db
@@ -409,6 +475,7 @@ impl RaftStateMachine<C> for ShardStore {
             next_ordinal,
             last_arrival_ms,
             trim_ordinal,
+            sealed,
         };
         self.put_header(&mut batch, &h)?;
         self.db.write(batch).map_err(io_err)?;
