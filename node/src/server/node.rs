@@ -64,7 +64,10 @@ impl Node {
         let router = PeerService::new(registry.clone()).router();
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(peer_listener);
+            // Nagle off on every accepted peer connection: Raft and forwarded requests are
+            // small request/response exchanges that would otherwise wait on delayed ACKs.
+            let incoming = tonic::transport::server::TcpIncoming::from(peer_listener)
+                .with_nodelay(Some(true));
             if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
                 tracing::error!(error = %e, "peer gRPC server failed");
             }
