@@ -202,3 +202,53 @@ def test_subscribe_errors(kinesis, stream, consumer):
             ShardId="shardId-000000000000",
             StartingPosition={"Type": "LATEST"},
         )
+
+
+def test_every_shard_of_a_multi_shard_stream(kinesis):
+    """Subscriptions to shards led by every node (local and forwarded reads)."""
+    name = unique_name("efo-multi")
+    shards = 6
+    kinesis.create_stream(StreamName=name, ShardCount=shards)
+    try:
+        wait_active(kinesis, name)
+        desc = kinesis.list_shards(StreamName=name)["Shards"]
+        arn = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]["StreamARN"]
+        c = kinesis.register_stream_consumer(StreamARN=arn, ConsumerName="m")["Consumer"]["ConsumerARN"]
+        wait_consumer_active(kinesis, c)
+        per_shard = 15
+        ready = threading.Barrier(shards + 1, timeout=30)
+        got = {}
+
+        def reader(shard):
+            client = make_client()
+            resp = client.subscribe_to_shard(
+                ConsumerARN=c, ShardId=shard["ShardId"], StartingPosition={"Type": "LATEST"}
+            )
+            recs = []
+            deadline = time.time() + 40
+            for i, ev in enumerate(resp["EventStream"]):
+                if i == 0:
+                    ready.wait()
+                recs += ev["SubscribeToShardEvent"]["Records"]
+                if len(recs) >= per_shard or time.time() > deadline:
+                    break
+            resp["EventStream"].close()
+            got[shard["ShardId"]] = [r["Data"] for r in recs]
+
+        threads = [threading.Thread(target=reader, args=(s,)) for s in desc]
+        for t in threads:
+            t.start()
+        ready.wait()
+        want = {}
+        for s in desc:
+            key = s["HashKeyRange"]["StartingHashKey"]
+            want[s["ShardId"]] = [("%s-%d" % (s["ShardId"], i)).encode() for i in range(per_shard)]
+            kinesis.put_records(
+                StreamName=name,
+                Records=[{"Data": d, "PartitionKey": "k", "ExplicitHashKey": key} for d in want[s["ShardId"]]],
+            )
+        for t in threads:
+            t.join()
+        assert got == want
+    finally:
+        delete_quietly_enforced(kinesis, name)

@@ -281,6 +281,7 @@ struct Feed {
     key: LeaseKey,
     generation: u64,
     cancel: watch::Receiver<bool>,
+    stopping: NodeStopping,
     stream: String,
     id: ShardIdentity,
     from: u64,
@@ -324,6 +325,7 @@ pub async fn subscribe(
         key,
         generation,
         cancel,
+        stopping: node_stopping(&b.meta),
         stream: stream.to_string(),
         id: ShardIdentity {
             stream_uid: s.uid,
@@ -346,15 +348,36 @@ pub async fn subscribe(
 async fn guard<T>(
     deadline: tokio::time::Instant,
     cancel: &mut watch::Receiver<bool>,
+    stopping: &mut NodeStopping,
     tx: &mpsc::Sender<KinesisResult<ShardEvent>>,
     fut: impl std::future::Future<Output = T>,
 ) -> Result<T, Stop> {
     tokio::select! {
         v = fut => Ok(v),
+        _ = stopping => Err(Stop::Quiet),
         _ = tokio::time::sleep_until(deadline) => Err(Stop::Quiet),
         _ = cancel.wait_for(|c| *c) => Err(Stop::Quiet),
         _ = tx.closed() => Err(Stop::Quiet),
     }
+}
+
+/// Completes when this node's metadata Raft shuts down (the node is stopping), so that
+/// subscriptions do not hold the API's graceful shutdown open.
+type NodeStopping = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + Sync>>;
+
+fn node_stopping(meta: &MetaHandle) -> NodeStopping {
+    use openraft::async_runtime::WatchReceiver as _;
+    let mut metrics = meta.raft().metrics();
+    Box::pin(async move {
+        loop {
+            if metrics.borrow_watched().state == openraft::ServerState::Shutdown {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
 /// Why a feed step stopped the subscription.
@@ -436,6 +459,7 @@ impl Feed {
         let reply = guard(
             self.deadline,
             &mut self.cancel,
+            &mut self.stopping,
             &self.tx,
             router.call(&shard, req),
         )
@@ -458,6 +482,7 @@ impl Feed {
             let _ = guard(
                 self.deadline,
                 &mut self.cancel,
+                &mut self.stopping,
                 &self.tx,
                 self.tx.send(Ok(ev)),
             )
@@ -491,6 +516,7 @@ impl Feed {
         let sent = guard(
             self.deadline,
             &mut self.cancel,
+            &mut self.stopping,
             &self.tx,
             self.tx.send(Ok(ev)),
         )
@@ -521,6 +547,7 @@ impl Feed {
         guard(
             self.deadline,
             &mut self.cancel,
+            &mut self.stopping,
             &self.tx,
             tokio::time::sleep(wait),
         )
