@@ -6,8 +6,11 @@ use serde_json::{json, Value};
 
 use super::{assert_error, call, start, Server};
 
+/// One decoded message: its string headers and payload.
+type Message = (Vec<(String, String)>, Vec<u8>);
+
 /// Splits an event-stream body into (headers, payload) messages, checking lengths and CRCs.
-fn frames(mut b: &[u8]) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+fn frames(mut b: &[u8]) -> Vec<Message> {
     let mut out = Vec::new();
     while !b.is_empty() {
         let total = u32::from_be_bytes(b[0..4].try_into().unwrap()) as usize;
