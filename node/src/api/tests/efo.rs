@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use super::{assert_error, call, start, Server};
+use super::{assert_error, call, send, start, Server, CBOR};
 
 /// One decoded message: its string headers and payload.
 type Message = (Vec<(String, String)>, Vec<u8>);
@@ -186,4 +186,42 @@ async fn consumer_errors() {
     )
     .await;
     assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn subscribe_in_cbor() {
+    // What the AWS SDK for Java v2 (and so KCL) sends: CBOR bodies and CBOR event payloads.
+    let srv = start().await;
+    let c = reqwest::Client::new();
+    let carn = setup(&c, &srv).await;
+    let req = ciborium::Value::Map(vec![
+        ("ConsumerARN".into(), carn.as_str().into()),
+        ("ShardId".into(), "shardId-000000000000".into()),
+        (
+            "StartingPosition".into(),
+            ciborium::Value::Map(vec![("Type".into(), "TRIM_HORIZON".into())]),
+        ),
+    ]);
+    let mut body = Vec::new();
+    ciborium::ser::into_writer(&req, &mut body).unwrap();
+    let r = send(
+        &c,
+        &srv,
+        Some("Kinesis_20131202.SubscribeToShard"),
+        CBOR,
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let fs = frames(&r.raw);
+    assert_eq!(header(&fs[1].0, ":content-type"), Some(CBOR));
+    let ev: ciborium::Value = ciborium::de::from_reader(&fs[1].1[..]).unwrap();
+    let records = ev
+        .as_map()
+        .unwrap()
+        .iter()
+        .find(|(k, _)| k.as_text() == Some("Records"))
+        .and_then(|(_, v)| v.as_array())
+        .unwrap();
+    assert_eq!(records.len(), 3);
 }
