@@ -136,6 +136,11 @@ PYTEST_RC=$?
 set -e
 echo "run.sh: pytest exit status $PYTEST_RC"
 
+# ---------------------------------------------------------------- enhanced fan-out (JS SDK v3, HTTP/2)
+if [ "${SKIP_EFO_JS:-0}" != "1" ]; then
+  bash "$HERE/run_efo_js.sh" "$EP" || { echo "run.sh: run_efo_js.sh failed"; PYTEST_RC=1; }
+fi
+
 # ---------------------------------------------------------------- walkthrough
 WALK_FAIL=0
 if [ "${SKIP_WALKTHROUGH:-0}" != "1" ]; then

@@ -138,6 +138,49 @@ pub struct GetRecordsOut {
     pub child_shards: Vec<ChildShard>,
 }
 
+/// Lifecycle state of an enhanced fan-out consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerState {
+    Creating,
+    Active,
+    Deleting,
+}
+
+impl ConsumerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsumerState::Creating => "CREATING",
+            ConsumerState::Active => "ACTIVE",
+            ConsumerState::Deleting => "DELETING",
+        }
+    }
+}
+
+/// A registered enhanced fan-out consumer. Its ARN is
+/// `<stream-arn>/consumer/<name>:<created_secs>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    pub name: String,
+    /// Registration time, Unix seconds.
+    pub created_secs: u64,
+    pub status: ConsumerState,
+}
+
+/// One `SubscribeToShardEvent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardEvent {
+    pub records: Vec<RecordOut>,
+    /// `None` only at the end of a closed shard, where `child_shards` is non-empty.
+    pub continuation_sequence_number: Option<String>,
+    pub millis_behind_latest: u64,
+    pub child_shards: Vec<ChildShard>,
+}
+
+/// A running SubscribeToShard: its events in order, from a bounded channel (a slow reader
+/// throttles the producer). The subscription is over when the channel closes; an `Err` is
+/// its last item.
+pub type Subscription = tokio::sync::mpsc::Receiver<KinesisResult<ShardEvent>>;
+
 /// What the front door needs from the cluster. Implemented by the node over the Raft
 /// groups; every method may be called on any node (it forwards where needed).
 pub trait Backend: Send + Sync + 'static {
@@ -216,6 +259,47 @@ pub trait Backend: Send + Sync + 'static {
         hours: u32,
         increase: bool,
     ) -> impl Future<Output = KinesisResult<()>> + Send;
+
+    /// RegisterStreamConsumer: registers `consumer` on the stream in `CREATING`.
+    fn register_consumer(
+        &self,
+        name: &str,
+        consumer: &str,
+    ) -> impl Future<Output = KinesisResult<ConsumerInfo>> + Send;
+
+    /// DeregisterStreamConsumer. `created_secs` (from a consumer ARN) must match if given.
+    fn deregister_consumer(
+        &self,
+        name: &str,
+        consumer: &str,
+        created_secs: Option<u64>,
+    ) -> impl Future<Output = KinesisResult<()>> + Send;
+
+    /// DescribeStreamConsumer. `created_secs` (from a consumer ARN) must match if given.
+    fn describe_consumer(
+        &self,
+        name: &str,
+        consumer: &str,
+        created_secs: Option<u64>,
+    ) -> impl Future<Output = KinesisResult<ConsumerInfo>> + Send;
+
+    /// ListStreamConsumers: all consumers of the stream, in registration order.
+    fn list_consumers(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = KinesisResult<Vec<ConsumerInfo>>> + Send;
+
+    /// SubscribeToShard for the ACTIVE consumer `consumer` registered at `created_secs`.
+    /// Errors before the first event (unknown stream/consumer/shard, a subscription of the
+    /// same consumer and shard younger than 5 s) are the outer `Err`.
+    fn subscribe_to_shard(
+        &self,
+        name: &str,
+        consumer: &str,
+        created_secs: u64,
+        shard_index: u32,
+        start: IteratorStart,
+    ) -> impl Future<Output = KinesisResult<Subscription>> + Send;
 
     /// Region and account this cluster answers for (ARNs, validation of `StreamARN`).
     fn region(&self) -> &str;

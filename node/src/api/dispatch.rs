@@ -7,7 +7,7 @@ use spate_proto::kinesis::{ErrorKind, KinesisError, KinesisResult};
 
 use super::backend::Backend;
 use super::codec::Encoding;
-use super::ops::{records, reshard, shards, streams};
+use super::ops::{consumers, records, reshard, shards, streams};
 
 /// The `X-Amz-Target` prefix of the Kinesis API.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
@@ -131,6 +131,20 @@ pub async fn dispatch<B: Backend>(
         Operation::DecreaseStreamRetentionPeriod => {
             call!(backend, enc, body, reshard::decrease_retention)
         }
+        Operation::RegisterStreamConsumer => {
+            call!(backend, enc, body, consumers::register_stream_consumer)
+        }
+        Operation::DeregisterStreamConsumer => {
+            call!(backend, enc, body, consumers::deregister_stream_consumer)
+        }
+        Operation::DescribeStreamConsumer => {
+            call!(backend, enc, body, consumers::describe_stream_consumer)
+        }
+        Operation::ListStreamConsumers => {
+            call!(backend, enc, body, consumers::list_stream_consumers)
+        }
+        // SubscribeToShard streams its answer: service.rs hands it to
+        // `consumers::subscribe_response` before dispatching.
         other => Err(not_supported(other)),
     }
 }

@@ -13,6 +13,7 @@ pub mod backend;
 pub mod codec;
 pub mod dispatch;
 pub mod errors;
+pub mod eventstream;
 pub mod ident;
 pub mod ops;
 pub mod service;

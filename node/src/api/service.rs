@@ -100,6 +100,9 @@ async fn respond<B: Backend>(
             return error_response(&err, encoding);
         }
     };
+    if op == Operation::SubscribeToShard {
+        return super::ops::consumers::subscribe_response(backend, encoding, &body).await;
+    }
     match dispatch(backend, op, encoding, &body).await {
         Ok(bytes) => {
             let mut resp = Response::new(Body::from(bytes));

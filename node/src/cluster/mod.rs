@@ -3,6 +3,7 @@
 //! requests to leaders, and issues/decodes iterator tokens with the cluster's keys.
 
 pub mod controller;
+pub mod efo;
 pub mod forward;
 mod records;
 mod reshard;
@@ -22,8 +23,8 @@ use spate_proto::kinesis::seqnum::SeqNum;
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
 use crate::api::backend::{
-    Backend, GetRecordsOut, IteratorStart, PutEntry, PutOutcome, ShardInfo, StreamDescription,
-    StreamMode, StreamStatus,
+    Backend, ConsumerInfo, GetRecordsOut, IteratorStart, PutEntry, PutOutcome, ShardInfo,
+    StreamDescription, StreamMode, StreamStatus, Subscription,
 };
 use crate::shard::batcher::now_ms;
 use crate::shard::replica::{PositionQuery, ShardReply, ShardRequest};
@@ -37,6 +38,8 @@ pub struct ClusterBackend {
     account_id: String,
     /// Most shards a stream may be created with.
     max_shards_per_stream: u32,
+    /// Enhanced fan-out subscriptions of this node.
+    efo: Arc<efo::EfoState>,
 }
 
 impl ClusterBackend {
@@ -52,6 +55,7 @@ impl ClusterBackend {
             region,
             account_id,
             max_shards_per_stream: limits::DEFAULT_SHARD_LIMIT,
+            efo: Arc::default(),
         }
     }
 
@@ -119,7 +123,7 @@ impl ClusterBackend {
             retention_hours: s.retention_hours,
             open_shard_count: s.shards.iter().filter(|x| x.writable()).count() as u32,
             shards,
-            consumer_count: 0,
+            consumer_count: s.consumers.len() as u32,
         }
     }
 
@@ -228,9 +232,9 @@ impl Backend for ClusterBackend {
     async fn delete_stream(
         &self,
         name: &str,
-        _enforce_consumer_deletion: bool,
+        enforce_consumer_deletion: bool,
     ) -> KinesisResult<()> {
-        self.stream(name)?;
+        efo::check_delete(self, name, enforce_consumer_deletion)?;
         match self
             .meta
             .propose(MetaCommand::DeleteStream {
@@ -295,6 +299,43 @@ impl Backend for ClusterBackend {
 
     async fn set_retention(&self, name: &str, hours: u32, increase: bool) -> KinesisResult<()> {
         self.set_retention_impl(name, hours, increase).await
+    }
+
+    async fn register_consumer(&self, name: &str, consumer: &str) -> KinesisResult<ConsumerInfo> {
+        efo::register(self, name, consumer).await
+    }
+
+    async fn deregister_consumer(
+        &self,
+        name: &str,
+        consumer: &str,
+        created: Option<u64>,
+    ) -> KinesisResult<()> {
+        efo::deregister(self, name, consumer, created).await
+    }
+
+    async fn describe_consumer(
+        &self,
+        name: &str,
+        consumer: &str,
+        created: Option<u64>,
+    ) -> KinesisResult<ConsumerInfo> {
+        efo::describe(self, name, consumer, created)
+    }
+
+    async fn list_consumers(&self, name: &str) -> KinesisResult<Vec<ConsumerInfo>> {
+        efo::list(self, name)
+    }
+
+    async fn subscribe_to_shard(
+        &self,
+        name: &str,
+        consumer: &str,
+        created: u64,
+        shard: u32,
+        start: IteratorStart,
+    ) -> KinesisResult<Subscription> {
+        efo::subscribe(self, name, consumer, created, shard, start).await
     }
 
     fn region(&self) -> &str {

@@ -66,8 +66,8 @@ impl Node {
         tasks.push(tokio::spawn(async move {
             // Nagle off on every accepted peer connection: Raft and forwarded requests are
             // small request/response exchanges that would otherwise wait on delayed ACKs.
-            let incoming = tonic::transport::server::TcpIncoming::from(peer_listener)
-                .with_nodelay(Some(true));
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(peer_listener).with_nodelay(Some(true));
             if let Err(e) = router.serve_with_incoming_shutdown(incoming, stop).await {
                 tracing::error!(error = %e, "peer gRPC server failed");
             }

@@ -45,7 +45,18 @@ pub enum ShardRequest {
     Trim {
         cutoff_ms: u64,
     },
+    /// A `Read` that first waits (on applied progress, no polling) until records at or
+    /// past `from` exist or `wait_ms` passes. Serves SubscribeToShard.
+    ReadWait {
+        from: u64,
+        limit: u32,
+        max_bytes: u64,
+        wait_ms: u64,
+    },
 }
+
+/// Longest wait a `ReadWait` may ask for (below the router's per-hop timeout).
+pub const MAX_READ_WAIT_MS: u64 = 3_000;
 
 /// A replica's view of its group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +174,26 @@ impl ShardReplica {
         self.raft.metrics().borrow_watched().current_leader == Some(*self.raft.node_id())
     }
 
+    /// Reads committed records from `from`.
+    async fn read(&self, from: u64, limit: u32, max_bytes: u64) -> ShardReply {
+        let store = self.store.clone();
+        let progress = self.progress.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            store.read(from, limit as usize, max_bytes as usize)
+        })
+        .await;
+        match read {
+            Ok(Ok(records)) => ShardReply::Records {
+                records: records.into_iter().map(|r| (r.ordinal, r.record)).collect(),
+                next_ordinal: progress.next_ordinal(),
+                last_arrival_ms: progress.last_arrival_ms(),
+                sealed_end: progress.sealed_end(),
+            },
+            Ok(Err(e)) => ShardReply::Unavailable(format!("read failed: {e}")),
+            Err(e) => ShardReply::Unavailable(format!("read task failed: {e}")),
+        }
+    }
+
     /// Serves one request.
     pub async fn handle(&self, req: ShardRequest) -> ShardReply {
         match req {
@@ -183,23 +214,18 @@ impl ShardReplica {
                 from,
                 limit,
                 max_bytes,
+            } => self.read(from, limit, max_bytes).await,
+            ShardRequest::ReadWait {
+                from,
+                limit,
+                max_bytes,
+                wait_ms,
             } => {
-                let store = self.store.clone();
-                let progress = self.progress.clone();
-                let read = tokio::task::spawn_blocking(move || {
-                    store.read(from, limit as usize, max_bytes as usize)
-                })
-                .await;
-                match read {
-                    Ok(Ok(records)) => ShardReply::Records {
-                        records: records.into_iter().map(|r| (r.ordinal, r.record)).collect(),
-                        next_ordinal: progress.next_ordinal(),
-                        last_arrival_ms: progress.last_arrival_ms(),
-                        sealed_end: progress.sealed_end(),
-                    },
-                    Ok(Err(e)) => ShardReply::Unavailable(format!("read failed: {e}")),
-                    Err(e) => ShardReply::Unavailable(format!("read task failed: {e}")),
-                }
+                let mut tip = self.progress.subscribe();
+                let wait = std::time::Duration::from_millis(wait_ms.min(MAX_READ_WAIT_MS));
+                // Timing out just means an empty answer.
+                let _ = tokio::time::timeout(wait, tip.wait_for(|next| *next > from)).await;
+                self.read(from, limit, max_bytes).await
             }
             ShardRequest::Position(q) => match q {
                 PositionQuery::TrimHorizon => ShardReply::Position(self.progress.trim_ordinal()),

@@ -7,6 +7,7 @@ pub mod ids;
 pub mod iterator;
 pub mod limits;
 pub mod model;
+pub mod model_efo;
 pub mod seqnum;
 
 pub use error::{ErrorKind, KinesisError, KinesisResult};

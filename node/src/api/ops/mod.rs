@@ -2,6 +2,7 @@
 //! and builds the response. Shared here: naming a stream by `StreamName` or `StreamARN`,
 //! and converting backend shapes into wire shapes.
 
+pub mod consumers;
 pub mod records;
 pub mod reshard;
 pub mod shards;

@@ -11,8 +11,9 @@ use md5::{Digest as _, Md5};
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
 use crate::api::backend::{
-    Backend, GetRecordsOut, IteratorStart, PutEntry, PutOk, PutOutcome, RecordOut, ShardInfo,
-    StreamDescription, StreamMode, StreamStatus,
+    Backend, ConsumerInfo, ConsumerState, GetRecordsOut, IteratorStart, PutEntry, PutOk,
+    PutOutcome, RecordOut, ShardEvent, ShardInfo, StreamDescription, StreamMode, StreamStatus,
+    Subscription,
 };
 use crate::api::ident::stream_arn;
 
@@ -30,6 +31,8 @@ struct MemStream {
 pub struct MemBackend {
     streams: Mutex<BTreeMap<String, MemStream>>,
     seq: Mutex<u64>,
+    /// Consumers by (stream, name); registered consumers are ACTIVE at once.
+    consumers: Mutex<BTreeMap<(String, String), ConsumerInfo>>,
 }
 
 fn not_found(name: &str) -> KinesisError {
@@ -222,6 +225,84 @@ impl Backend for MemBackend {
 
     async fn set_retention(&self, name: &str, _hours: u32, _increase: bool) -> KinesisResult<()> {
         self.describe_stream(name).await.map(|_| ())
+    }
+
+    async fn register_consumer(&self, name: &str, consumer: &str) -> KinesisResult<ConsumerInfo> {
+        self.describe_stream(name).await?;
+        let mut all = lock(&self.consumers);
+        let key = (name.to_string(), consumer.to_string());
+        if all.contains_key(&key) {
+            return Err(KinesisError::in_use(format!("Consumer {consumer} exists")));
+        }
+        let c = ConsumerInfo {
+            name: consumer.to_string(),
+            created_secs: CREATED_MS / 1000,
+            status: ConsumerState::Active,
+        };
+        all.insert(key, c.clone());
+        Ok(ConsumerInfo {
+            status: ConsumerState::Creating,
+            ..c
+        })
+    }
+
+    async fn deregister_consumer(
+        &self,
+        name: &str,
+        consumer: &str,
+        created_secs: Option<u64>,
+    ) -> KinesisResult<()> {
+        self.describe_consumer(name, consumer, created_secs).await?;
+        lock(&self.consumers).remove(&(name.to_string(), consumer.to_string()));
+        Ok(())
+    }
+
+    async fn describe_consumer(
+        &self,
+        name: &str,
+        consumer: &str,
+        created_secs: Option<u64>,
+    ) -> KinesisResult<ConsumerInfo> {
+        lock(&self.consumers)
+            .get(&(name.to_string(), consumer.to_string()))
+            .filter(|c| created_secs.is_none_or(|t| t == c.created_secs))
+            .cloned()
+            .ok_or_else(|| KinesisError::not_found(format!("Consumer {consumer} not found")))
+    }
+
+    async fn list_consumers(&self, name: &str) -> KinesisResult<Vec<ConsumerInfo>> {
+        self.describe_stream(name).await?;
+        Ok(lock(&self.consumers)
+            .iter()
+            .filter(|((s, _), _)| s == name)
+            .map(|(_, c)| c.clone())
+            .collect())
+    }
+
+    /// One event with the records from the start position, then the end.
+    async fn subscribe_to_shard(
+        &self,
+        name: &str,
+        consumer: &str,
+        created_secs: u64,
+        shard_index: u32,
+        start: IteratorStart,
+    ) -> KinesisResult<Subscription> {
+        self.describe_consumer(name, consumer, Some(created_secs))
+            .await?;
+        let it = self.get_shard_iterator(name, shard_index, start).await?;
+        let out = self.get_records(&it, 10_000).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let continuation = out.records.last().map(|r| r.sequence_number.clone());
+        let ev = ShardEvent {
+            records: out.records,
+            continuation_sequence_number: continuation.or_else(|| Some("0".into())),
+            millis_behind_latest: 0,
+            child_shards: Vec::new(),
+        };
+        tx.try_send(Ok(ev))
+            .map_err(|_| KinesisError::internal("channel full"))?;
+        Ok(rx)
     }
 
     fn region(&self) -> &str {

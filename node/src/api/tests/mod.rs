@@ -1,6 +1,7 @@
 //! HTTP-level tests of the front door: `serve` on 127.0.0.1:0 over the in-memory test
 //! backend, driven with reqwest over HTTP/1.1 and h2c.
 
+mod efo;
 mod mem;
 
 use std::net::SocketAddr;
