@@ -99,56 +99,79 @@ impl std::fmt::Display for SettingsChange {
     }
 }
 
-impl MetaState {
-    /// Applies a settings change to stream `name` (or to the account).
-    pub(crate) fn apply_settings(&mut self, name: &str, change: &SettingsChange) -> MetaResponse {
-        if let SettingsChange::Commitment { enable, now_ms } = change {
-            self.account.commitment = commitment(self.account.commitment.take(), *enable, *now_ms);
-            return MetaResponse::Done;
-        }
-        let Some(stream) = self.streams.get_mut(name) else {
-            return MetaResponse::Failed(MetaError::StreamNotFound(name.to_string()));
-        };
-        let s = &mut stream.settings;
+impl StreamSettings {
+    /// Applies a stream-level change to the settings of stream `name`.
+    pub fn apply(&mut self, name: &str, change: &SettingsChange) -> Result<(), MetaError> {
         match change {
             SettingsChange::AddTags(tags) => {
-                let added = tags.keys().filter(|k| !s.tags.contains_key(*k)).count();
-                if s.tags.len() + added > MAX_TAGS {
-                    return MetaResponse::Failed(MetaError::Invalid(format!(
+                let added = tags.keys().filter(|k| !self.tags.contains_key(*k)).count();
+                if self.tags.len() + added > MAX_TAGS {
+                    return Err(MetaError::Invalid(format!(
                         "Failed to add tags to stream {name}: a stream cannot have more than {MAX_TAGS} tags."
                     )));
                 }
-                s.tags
+                self.tags
                     .extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
             SettingsChange::RemoveTags(keys) => {
                 for k in keys {
-                    s.tags.remove(k);
+                    self.tags.remove(k);
                 }
             }
-            SettingsChange::Encryption(e) => s.encryption = e.clone(),
+            SettingsChange::Encryption(e) => self.encryption = e.clone(),
             SettingsChange::Metrics { enable, names } => {
                 for n in names {
                     if *enable {
-                        s.shard_level_metrics.insert(n.clone());
+                        self.shard_level_metrics.insert(n.clone());
                     } else {
-                        s.shard_level_metrics.remove(n);
+                        self.shard_level_metrics.remove(n);
                     }
                 }
             }
             SettingsChange::Policy { arn, policy } => match policy {
                 Some(p) => {
-                    s.policies.insert(arn.clone(), p.clone());
+                    self.policies.insert(arn.clone(), p.clone());
                 }
                 None => {
-                    s.policies.remove(arn);
+                    self.policies.remove(arn);
                 }
             },
-            SettingsChange::MaxRecordSize(kib) => s.max_record_size_kib = Some(*kib),
-            SettingsChange::WarmThroughput(mibps) => s.warm_throughput_mibps = Some(*mibps),
-            SettingsChange::Commitment { .. } => {}
+            SettingsChange::MaxRecordSize(kib) => self.max_record_size_kib = Some(*kib),
+            SettingsChange::WarmThroughput(mibps) => self.warm_throughput_mibps = Some(*mibps),
+            SettingsChange::Commitment { .. } => {
+                return Err(MetaError::Invalid("not a stream setting".into()))
+            }
         }
-        MetaResponse::Done
+        Ok(())
+    }
+}
+
+impl AccountSettings {
+    /// Applies an account-wide change; `false` if `change` is not one.
+    pub fn apply(&mut self, change: &SettingsChange) -> bool {
+        match change {
+            SettingsChange::Commitment { enable, now_ms } => {
+                self.commitment = commitment(self.commitment.take(), *enable, *now_ms);
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl MetaState {
+    /// Applies a settings change to stream `name` (or to the account).
+    pub(crate) fn apply_settings(&mut self, name: &str, change: &SettingsChange) -> MetaResponse {
+        if self.account.apply(change) {
+            return MetaResponse::Done;
+        }
+        let Some(stream) = self.streams.get_mut(name) else {
+            return MetaResponse::Failed(MetaError::StreamNotFound(name.to_string()));
+        };
+        match stream.settings.apply(name, change) {
+            Ok(()) => MetaResponse::Done,
+            Err(e) => MetaResponse::Failed(e),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod forward;
 pub mod router;
+pub mod settings;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -480,6 +481,18 @@ impl Backend for ClusterBackend {
             ErrorKind::UnknownOperation,
             "Retention changes are not supported by this server yet",
         ))
+    }
+
+    async fn stream_settings(&self, name: &str) -> KinesisResult<settings::StreamSettings> {
+        self.settings_of(name)
+    }
+
+    async fn change_settings(&self, name: &str, change: settings::Change) -> KinesisResult<()> {
+        self.propose_settings(name, change).await
+    }
+
+    async fn account_settings(&self) -> KinesisResult<settings::AccountSettings> {
+        Ok(self.account_of())
     }
 
     fn region(&self) -> &str {

@@ -14,6 +14,7 @@ use crate::api::backend::{
     Backend, GetRecordsOut, IteratorStart, PutEntry, PutOk, PutOutcome, RecordOut, ShardInfo,
     StreamDescription, StreamMode, StreamStatus,
 };
+use crate::api::backend::{AccountSettings, SettingsChange, StreamSettings};
 use crate::api::ident::stream_arn;
 
 pub const REGION: &str = "us-east-1";
@@ -24,12 +25,14 @@ struct MemStream {
     desc: StreamDescription,
     /// Records per shard index.
     records: Vec<Vec<RecordOut>>,
+    settings: StreamSettings,
 }
 
 #[derive(Default)]
 pub struct MemBackend {
     streams: Mutex<BTreeMap<String, MemStream>>,
     seq: Mutex<u64>,
+    account: Mutex<AccountSettings>,
 }
 
 fn not_found(name: &str) -> KinesisError {
@@ -93,6 +96,7 @@ impl Backend for MemBackend {
                     consumer_count: 0,
                 },
                 records: vec![Vec::new(); n as usize],
+                settings: StreamSettings::default(),
             },
         );
         Ok(())
@@ -222,6 +226,28 @@ impl Backend for MemBackend {
 
     async fn set_retention(&self, name: &str, _hours: u32, _increase: bool) -> KinesisResult<()> {
         self.describe_stream(name).await.map(|_| ())
+    }
+
+    async fn stream_settings(&self, name: &str) -> KinesisResult<StreamSettings> {
+        lock(&self.streams)
+            .get(name)
+            .map(|s| s.settings.clone())
+            .ok_or_else(|| not_found(name))
+    }
+
+    async fn change_settings(&self, name: &str, change: SettingsChange) -> KinesisResult<()> {
+        if lock(&self.account).apply(&change) {
+            return Ok(());
+        }
+        let mut streams = lock(&self.streams);
+        let s = streams.get_mut(name).ok_or_else(|| not_found(name))?;
+        s.settings
+            .apply(name, &change)
+            .map_err(|e| KinesisError::invalid(e.to_string()))
+    }
+
+    async fn account_settings(&self) -> KinesisResult<AccountSettings> {
+        Ok(lock(&self.account).clone())
     }
 
     fn region(&self) -> &str {
