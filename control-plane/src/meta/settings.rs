@@ -73,13 +73,22 @@ pub enum SettingsChange {
     /// `Some` starts KMS encryption with that key, `None` stops it.
     Encryption(Option<Encryption>),
     /// Enables (`true`) or disables shard-level metrics.
-    Metrics { enable: bool, names: Vec<String> },
+    Metrics {
+        enable: bool,
+        names: Vec<String>,
+    },
     /// Sets (`Some`) or deletes the policy of a resource ARN.
-    Policy { arn: String, policy: Option<String> },
+    Policy {
+        arn: String,
+        policy: Option<String>,
+    },
     MaxRecordSize(u32),
     WarmThroughput(u32),
     /// Account-wide: enables or disables the billing commitment at `now_ms`.
-    Commitment { enable: bool, now_ms: u64 },
+    Commitment {
+        enable: bool,
+        now_ms: u64,
+    },
 }
 
 impl std::fmt::Display for SettingsChange {
@@ -91,7 +100,9 @@ impl std::fmt::Display for SettingsChange {
             SettingsChange::Metrics { enable, names } => {
                 write!(f, "Metrics({enable}, {})", names.join(","))
             }
-            SettingsChange::Policy { arn, policy } => write!(f, "Policy({arn}, {})", policy.is_some()),
+            SettingsChange::Policy { arn, policy } => {
+                write!(f, "Policy({arn}, {})", policy.is_some())
+            }
             SettingsChange::MaxRecordSize(k) => write!(f, "MaxRecordSize({k})"),
             SettingsChange::WarmThroughput(m) => write!(f, "WarmThroughput({m})"),
             SettingsChange::Commitment { enable, .. } => write!(f, "Commitment({enable})"),
@@ -201,8 +212,8 @@ fn commitment(
 
 #[cfg(test)]
 mod tests {
-    use super::super::state::{ClusterSecrets, MetaCommand, NodeInfo};
     use super::super::state::CapacityMode;
+    use super::super::state::{ClusterSecrets, MetaCommand, NodeInfo};
     use super::*;
 
     fn state_with_stream() -> MetaState {
@@ -242,21 +253,34 @@ mod tests {
     #[test]
     fn tags_add_remove_and_limit() {
         let mut st = state_with_stream();
-        let tags: BTreeMap<String, String> =
-            (0..50).map(|i| (format!("k{i}"), "v".to_string())).collect();
-        assert_eq!(apply(&mut st, SettingsChange::AddTags(tags)), MetaResponse::Done);
+        let tags: BTreeMap<String, String> = (0..50)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        assert_eq!(
+            apply(&mut st, SettingsChange::AddTags(tags)),
+            MetaResponse::Done
+        );
         // Overwriting existing keys does not count against the limit.
         let again = BTreeMap::from([("k1".to_string(), "w".to_string())]);
-        assert_eq!(apply(&mut st, SettingsChange::AddTags(again)), MetaResponse::Done);
+        assert_eq!(
+            apply(&mut st, SettingsChange::AddTags(again)),
+            MetaResponse::Done
+        );
         assert_eq!(settings(&st).tags["k1"], "w");
         let one_more = BTreeMap::from([("x".to_string(), String::new())]);
         assert!(matches!(
             apply(&mut st, SettingsChange::AddTags(one_more.clone())),
             MetaResponse::Failed(MetaError::Invalid(_))
         ));
-        apply(&mut st, SettingsChange::RemoveTags(vec!["k1".into(), "nope".into()]));
+        apply(
+            &mut st,
+            SettingsChange::RemoveTags(vec!["k1".into(), "nope".into()]),
+        );
         assert_eq!(settings(&st).tags.len(), 49);
-        assert_eq!(apply(&mut st, SettingsChange::AddTags(one_more)), MetaResponse::Done);
+        assert_eq!(
+            apply(&mut st, SettingsChange::AddTags(one_more)),
+            MetaResponse::Done
+        );
     }
 
     #[test]
@@ -306,7 +330,10 @@ mod tests {
         apply(&mut st, SettingsChange::MaxRecordSize(2048));
         apply(&mut st, SettingsChange::WarmThroughput(100));
         let s = settings(&st).clone();
-        assert_eq!(s.encryption.map(|e| e.key_id).as_deref(), Some("alias/aws/kinesis"));
+        assert_eq!(
+            s.encryption.map(|e| e.key_id).as_deref(),
+            Some("alias/aws/kinesis")
+        );
         assert_eq!(
             s.shard_level_metrics.into_iter().collect::<Vec<_>>(),
             vec!["OutgoingBytes".to_string()]

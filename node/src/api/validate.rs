@@ -233,10 +233,14 @@ fn member_constraints<'a>(
     }
     let mut out = Vec::new();
     if long {
-        out.push(format!("Member must have length less than or equal to {max}"));
+        out.push(format!(
+            "Member must have length less than or equal to {max}"
+        ));
     }
     if short {
-        out.push(format!("Member must have length greater than or equal to {min}"));
+        out.push(format!(
+            "Member must have length greater than or equal to {min}"
+        ));
     }
     out
 }

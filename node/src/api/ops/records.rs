@@ -7,10 +7,8 @@ use spate_proto::kinesis::model::{
 };
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
-use super::{
-    check_arn_scope, check_stream_ref, hash_range, resolve_stream, timestamp, NAME,
-};
 use super::settings::encryption_of;
+use super::{check_arn_scope, check_stream_ref, hash_range, resolve_stream, timestamp, NAME};
 use crate::api::backend::{Backend, IteratorStart, PutEntry};
 use crate::api::ident::{
     is_hash_key_syntax, is_sequence_number, parse_hash_key, parse_shard_id, shard_id,
@@ -54,7 +52,13 @@ fn check_record(
     let key_field = format!("{prefix}partitionKey");
     if let Some(data) = v.required(&data_field, data) {
         let len = data.0.len();
-        v.length(&data_field, &blob_shown(len), len, 0, MODEL_MAX_RECORD_BYTES);
+        v.length(
+            &data_field,
+            &blob_shown(len),
+            len,
+            0,
+            MODEL_MAX_RECORD_BYTES,
+        );
     }
     if let Some(key) = v.required(&key_field, key) {
         v.string(&key_field, key, 1, 256, None);

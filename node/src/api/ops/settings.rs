@@ -14,8 +14,7 @@ use spate_proto::kinesis::{KinesisError, KinesisResult};
 
 use super::{arn_of, check_stream_ref, resolve_stream, timestamp};
 use crate::api::backend::{
-    AccountSettings, Backend, Encryption, SettingsChange, StreamMode, StreamSettings,
-    StreamStatus,
+    AccountSettings, Backend, Encryption, SettingsChange, StreamMode, StreamSettings, StreamStatus,
 };
 use crate::api::token::now_ms;
 use crate::api::validate::Violations;
@@ -100,7 +99,11 @@ async fn encryption<B: Backend>(
     let mut v = Violations::new();
     check_encryption(&mut v, &req);
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     if req.encryption_type.as_deref() != Some("KMS") {
         return Err(KinesisError::invalid(
             "EncryptionType must be KMS: it is the only server-side encryption type.",
@@ -138,12 +141,20 @@ async fn monitoring<B: Backend>(
     enable: bool,
 ) -> KinesisResult<EnhancedMonitoringOutput> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(m) = v.required("shardLevelMetrics", &req.shard_level_metrics) {
         v.enum_list("shardLevelMetrics", m, (1, 7), METRIC_NAMES);
     }
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     require_active(backend, &name).await?;
     let requested = req.shard_level_metrics.unwrap_or_default();
     let names: Vec<String> = if requested.iter().any(|m| m == "ALL") {
@@ -254,7 +265,13 @@ pub async fn update_account_settings<B: Backend>(
     v.finish()?;
     let now = now_ms();
     backend
-        .change_settings("", SettingsChange::Commitment { enable, now_ms: now })
+        .change_settings(
+            "",
+            SettingsChange::Commitment {
+                enable,
+                now_ms: now,
+            },
+        )
         .await?;
     Ok(account_output(&backend.account_settings().await?, now))
 }
@@ -264,12 +281,20 @@ pub async fn update_max_record_size<B: Backend>(
     req: UpdateMaxRecordSizeInput,
 ) -> KinesisResult<Empty> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(k) = v.required("maxRecordSizeInKiB", &req.max_record_size_in_kib) {
         v.range("maxRecordSizeInKiB", *k, Some(1024), Some(10240));
     }
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     require_active(backend, &name).await?;
     let kib = req
         .max_record_size_in_kib
@@ -286,12 +311,20 @@ pub async fn update_stream_warm_throughput<B: Backend>(
     req: UpdateStreamWarmThroughputInput,
 ) -> KinesisResult<UpdateStreamWarmThroughputOutput> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(m) = v.required("warmThroughputMiBps", &req.warm_throughput_mibps) {
         v.range("warmThroughputMiBps", *m, Some(0), None);
     }
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     let d = backend.describe_stream(&name).await?;
     if d.mode != StreamMode::OnDemand {
         return Err(KinesisError::invalid(format!(

@@ -10,14 +10,12 @@ use spate_proto::kinesis::{KinesisError, KinesisResult};
 
 use super::settings::{encryption_of, enhanced_monitoring};
 use super::tags::{check_tag_map, check_tags_semantics};
-use super::{
-    arn_of, check_stream_ref, mode_details, resolve_stream, shard_model, timestamp, NAME,
-};
-use spate_proto::kinesis::model::WarmThroughput;
+use super::{arn_of, check_stream_ref, mode_details, resolve_stream, shard_model, timestamp, NAME};
 use crate::api::backend::{Backend, SettingsChange, StreamMode};
 use crate::api::ident::{parse_shard_id, shard_id};
 use crate::api::token;
 use crate::api::validate::Violations;
+use spate_proto::kinesis::model::WarmThroughput;
 
 const STREAM_MODES: &[&str] = &["PROVISIONED", "ON_DEMAND"];
 /// Upper bound of `ShardCount` accepted by validation.

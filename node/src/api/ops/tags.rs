@@ -38,15 +38,17 @@ pub(crate) fn check_tags_semantics(
             "Failed to add tags to stream {stream}: a stream cannot have more than {MAX_TAGS} tags."
         )));
     }
-    if let Some(k) = tags.keys().find(|k| k.to_ascii_lowercase().starts_with("aws:")) {
+    if let Some(k) = tags
+        .keys()
+        .find(|k| k.to_ascii_lowercase().starts_with("aws:"))
+    {
         return Err(KinesisError::invalid(format!(
             "Failed to add tags to stream {stream}: the tag key prefix 'aws:' is reserved (key {k})."
         )));
     }
     let legal = |s: &str| {
-        s.chars().all(|c| {
-            c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c)
-        })
+        s.chars()
+            .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
     };
     if tags.iter().any(|(k, v)| !legal(k) || !legal(v)) {
         return Err(KinesisError::invalid(format!(
@@ -78,7 +80,13 @@ fn check_resource_arn(v: &mut Violations, arn: &Option<String>) {
             let stream_part = s.split("/consumer/").next().unwrap_or(s);
             crate::api::ident::parse_stream_arn(stream_part).is_some()
         };
-        v.string("resourceARN", arn, 1, 2048, Some((RESOURCE_ARN_PATTERN, ok)));
+        v.string(
+            "resourceARN",
+            arn,
+            1,
+            2048,
+            Some((RESOURCE_ARN_PATTERN, ok)),
+        );
     }
 }
 
@@ -108,12 +116,20 @@ pub async fn add_tags_to_stream<B: Backend>(
     req: AddTagsToStreamInput,
 ) -> KinesisResult<Empty> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(tags) = v.required("tags", &req.tags) {
         check_tag_map(&mut v, tags);
     }
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     let tags = req.tags.unwrap_or_default();
     check_tags_semantics(&name, &tags)?;
     require_active(backend, &name).await?;
@@ -128,12 +144,20 @@ pub async fn remove_tags_from_stream<B: Backend>(
     req: RemoveTagsFromStreamInput,
 ) -> KinesisResult<Empty> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(keys) = v.required("tagKeys", &req.tag_keys) {
         v.string_list("tagKeys", keys, (1, 50), (1, 128));
     }
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     require_active(backend, &name).await?;
     backend
         .change_settings(
@@ -149,7 +173,11 @@ pub async fn list_tags_for_stream<B: Backend>(
     req: ListTagsForStreamInput,
 ) -> KinesisResult<ListTagsForStreamOutput> {
     let mut v = Violations::new();
-    check_stream_ref(&mut v, req.stream_name.as_deref(), req.stream_arn.as_deref());
+    check_stream_ref(
+        &mut v,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    );
     if let Some(start) = &req.exclusive_start_tag_key {
         v.string("exclusiveStartTagKey", start, 1, 128, None);
     }
@@ -157,7 +185,11 @@ pub async fn list_tags_for_stream<B: Backend>(
         v.range("limit", limit, Some(1), Some(50));
     }
     v.finish()?;
-    let name = resolve_stream(backend, req.stream_name.as_deref(), req.stream_arn.as_deref())?;
+    let name = resolve_stream(
+        backend,
+        req.stream_name.as_deref(),
+        req.stream_arn.as_deref(),
+    )?;
     let settings = backend.stream_settings(&name).await?;
     let limit = req
         .limit

@@ -10,11 +10,11 @@ use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
+use crate::api::backend::{AccountSettings, SettingsChange, StreamSettings};
 use crate::api::backend::{
     Backend, GetRecordsOut, IteratorStart, PutEntry, PutOk, PutOutcome, RecordOut, ShardInfo,
     StreamDescription, StreamMode, StreamStatus,
 };
-use crate::api::backend::{AccountSettings, SettingsChange, StreamSettings};
 use crate::api::ident::stream_arn;
 
 pub const REGION: &str = "us-east-1";

@@ -1,0 +1,362 @@
+//! HTTP tests of the settings operations (tags, policies, encryption, monitoring, limits,
+//! account settings, record size, warm throughput) and their validation tables.
+
+use serde_json::{json, Value};
+
+use super::{assert_error, call, start};
+
+const ARN: &str = "arn:aws:kinesis:us-east-1:000000000000:stream/s";
+
+async fn ok(c: &reqwest::Client, srv: &super::Server, op: &str, body: Value) -> Value {
+    let r = call(c, srv, op, body).await;
+    assert_eq!(r.status, 200, "{op}: {}", String::from_utf8_lossy(&r.raw));
+    r.json()
+}
+
+#[tokio::test]
+async fn tags_on_streams_and_resources() {
+    let srv = start().await;
+    let c = reqwest::Client::new();
+    ok(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "s", "ShardCount": 1, "Tags": {"team": "a"}}),
+    )
+    .await;
+    ok(
+        &c,
+        &srv,
+        "AddTagsToStream",
+        json!({"StreamName": "s", "Tags": {"env": "dev", "empty": ""}}),
+    )
+    .await;
+    let v = ok(&c, &srv, "ListTagsForStream", json!({"StreamName": "s"})).await;
+    assert_eq!(
+        v,
+        json!({"Tags": [{"Key": "empty", "Value": ""}, {"Key": "env", "Value": "dev"}, {"Key": "team", "Value": "a"}], "HasMoreTags": false})
+    );
+    let v = ok(
+        &c,
+        &srv,
+        "ListTagsForStream",
+        json!({"StreamARN": ARN, "Limit": 1, "ExclusiveStartTagKey": "empty"}),
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!({"Tags": [{"Key": "env", "Value": "dev"}], "HasMoreTags": true})
+    );
+    ok(
+        &c,
+        &srv,
+        "RemoveTagsFromStream",
+        json!({"StreamName": "s", "TagKeys": ["empty", "nope"]}),
+    )
+    .await;
+    ok(
+        &c,
+        &srv,
+        "TagResource",
+        json!({"ResourceARN": ARN, "Tags": {"x": "1"}}),
+    )
+    .await;
+    ok(
+        &c,
+        &srv,
+        "UntagResource",
+        json!({"ResourceARN": ARN, "TagKeys": ["team"]}),
+    )
+    .await;
+    let v = ok(&c, &srv, "ListTagsForResource", json!({"ResourceARN": ARN})).await;
+    assert_eq!(
+        v,
+        json!({"Tags": [{"Key": "env", "Value": "dev"}, {"Key": "x", "Value": "1"}]})
+    );
+    // 50 tags per stream.
+    let many: serde_json::Map<String, Value> =
+        (0..48).map(|i| (format!("k{i}"), json!("v"))).collect();
+    ok(
+        &c,
+        &srv,
+        "AddTagsToStream",
+        json!({"StreamName": "s", "Tags": many}),
+    )
+    .await;
+    let r = call(
+        &c,
+        &srv,
+        "AddTagsToStream",
+        json!({"StreamName": "s", "Tags": {"one-too-many": "v"}}),
+    )
+    .await;
+    assert_error(&r, 400, "InvalidArgumentException");
+    let r = call(
+        &c,
+        &srv,
+        "AddTagsToStream",
+        json!({"StreamName": "s", "Tags": {"aws:x": "v"}}),
+    )
+    .await;
+    assert_error(&r, 400, "InvalidArgumentException");
+    let r = call(&c, &srv, "ListTagsForStream", json!({"StreamName": "nope"})).await;
+    assert_error(&r, 400, "ResourceNotFoundException");
+}
+
+#[tokio::test]
+async fn validation_tables() {
+    let srv = start().await;
+    let c = reqwest::Client::new();
+    ok(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "s", "ShardCount": 1}),
+    )
+    .await;
+    let long_key = "k".repeat(129);
+    let cases: Vec<(&str, Value, &str, String)> = vec![
+        ("AddTagsToStream", json!({"StreamName": "s"}), "ValidationException",
+         "1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null".into()),
+        ("AddTagsToStream", json!({"StreamName": "s", "Tags": {}}), "ValidationException",
+         "1 validation error detected: Value '{}' at 'tags' failed to satisfy constraint: Member must have length greater than or equal to 1".into()),
+        ("AddTagsToStream", json!({"StreamName": "s", "Tags": {long_key.clone(): "v"}}), "ValidationException",
+         format!("1 validation error detected: Value '{{{long_key}=v}}' at 'tags' failed to satisfy constraint: Map keys must satisfy constraint: [Member must have length less than or equal to 128]")),
+        ("AddTagsToStream", json!({"Tags": {"a": "b"}}), "InvalidArgumentException", String::new()),
+        ("AddTagsToStream", json!({"StreamName": "s", "Tags": "x"}), "SerializationException", String::new()),
+        ("RemoveTagsFromStream", json!({"StreamName": "s", "TagKeys": []}), "ValidationException",
+         "1 validation error detected: Value '[]' at 'tagKeys' failed to satisfy constraint: Member must have length greater than or equal to 1".into()),
+        ("RemoveTagsFromStream", json!({"StreamName": "s", "TagKeys": [""]}), "ValidationException",
+         "1 validation error detected: Value '[]' at 'tagKeys' failed to satisfy constraint: Member must satisfy constraint: [Member must have length greater than or equal to 1]".into()),
+        ("ListTagsForStream", json!({"StreamName": "s", "Limit": 51}), "ValidationException",
+         "1 validation error detected: Value '51' at 'limit' failed to satisfy constraint: Member must have value less than or equal to 50".into()),
+        ("TagResource", json!({"ResourceARN": "arn:x", "Tags": {"a": "b"}}), "ValidationException",
+         "1 validation error detected: Value 'arn:x' at 'resourceARN' failed to satisfy constraint: Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\\d{12}:.*stream/\\S+".into()),
+        ("TagResource", json!({"ResourceARN": "arn:aws:kinesis:eu-west-1:000000000000:stream/s", "Tags": {"a": "b"}}), "ResourceNotFoundException", String::new()),
+        ("ListTagsForResource", json!({}), "ValidationException",
+         "1 validation error detected: Value null at 'resourceARN' failed to satisfy constraint: Member must not be null".into()),
+        ("StartStreamEncryption", json!({"StreamName": "s", "EncryptionType": "AES", "KeyId": ""}), "ValidationException",
+         "2 validation errors detected: Value 'AES' at 'encryptionType' failed to satisfy constraint: Member must satisfy enum value set: [NONE, KMS]; Value '' at 'keyId' failed to satisfy constraint: Member must have length greater than or equal to 1".into()),
+        ("StartStreamEncryption", json!({"StreamName": "s", "EncryptionType": "NONE", "KeyId": "k"}), "InvalidArgumentException", String::new()),
+        ("EnableEnhancedMonitoring", json!({"StreamName": "s", "ShardLevelMetrics": ["Nope"]}), "ValidationException",
+         "1 validation error detected: Value '[Nope]' at 'shardLevelMetrics' failed to satisfy constraint: Member must satisfy constraint: [Member must satisfy enum value set: [IncomingBytes, IncomingRecords, OutgoingBytes, OutgoingRecords, WriteProvisionedThroughputExceeded, ReadProvisionedThroughputExceeded, IteratorAgeMilliseconds, ALL]]".into()),
+        ("DisableEnhancedMonitoring", json!({"StreamName": "s"}), "ValidationException",
+         "1 validation error detected: Value null at 'shardLevelMetrics' failed to satisfy constraint: Member must not be null".into()),
+        ("UpdateMaxRecordSize", json!({"StreamName": "s", "MaxRecordSizeInKiB": 1023}), "ValidationException",
+         "1 validation error detected: Value '1023' at 'maxRecordSizeInKiB' failed to satisfy constraint: Member must have value greater than or equal to 1024".into()),
+        ("UpdateMaxRecordSize", json!({"StreamName": "s", "MaxRecordSizeInKiB": "big"}), "SerializationException", String::new()),
+        ("UpdateStreamWarmThroughput", json!({"StreamName": "s", "WarmThroughputMiBps": -1}), "ValidationException",
+         "1 validation error detected: Value '-1' at 'warmThroughputMiBps' failed to satisfy constraint: Member must have value greater than or equal to 0".into()),
+        ("UpdateStreamWarmThroughput", json!({"StreamName": "s", "WarmThroughputMiBps": 10}), "InvalidArgumentException", String::new()),
+        ("UpdateAccountSettings", json!({"MinimumThroughputBillingCommitment": {"Status": "MAYBE"}}), "ValidationException",
+         "1 validation error detected: Value 'MAYBE' at 'minimumThroughputBillingCommitment.status' failed to satisfy constraint: Member must satisfy enum value set: [ENABLED, DISABLED]".into()),
+        ("UpdateAccountSettings", json!({}), "ValidationException",
+         "1 validation error detected: Value null at 'minimumThroughputBillingCommitment' failed to satisfy constraint: Member must not be null".into()),
+        ("PutResourcePolicy", json!({"ResourceARN": ARN}), "ValidationException",
+         "1 validation error detected: Value null at 'policy' failed to satisfy constraint: Member must not be null".into()),
+        ("PutResourcePolicy", json!({"ResourceARN": ARN, "Policy": "not json"}), "InvalidArgumentException", String::new()),
+        ("DeleteResourcePolicy", json!({"ResourceARN": ARN}), "ResourceNotFoundException", String::new()),
+    ];
+    for (op, body, kind, message) in cases {
+        let r = call(&c, &srv, op, body.clone()).await;
+        assert_error(&r, 400, kind);
+        if !message.is_empty() {
+            assert_eq!(r.json()["message"], message.as_str(), "{op} {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn encryption_monitoring_policies_limits() {
+    let srv = start().await;
+    let c = reqwest::Client::new();
+    ok(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "s", "ShardCount": 2}),
+    )
+    .await;
+    ok(&c, &srv, "CreateStream", json!({"StreamName": "od"})).await;
+    ok(
+        &c,
+        &srv,
+        "StartStreamEncryption",
+        json!({"StreamName": "s", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}),
+    )
+    .await;
+    let v = ok(
+        &c,
+        &srv,
+        "EnableEnhancedMonitoring",
+        json!({"StreamName": "s", "ShardLevelMetrics": ["IncomingBytes"]}),
+    )
+    .await;
+    assert_eq!(
+        v,
+        json!({"StreamName": "s", "CurrentShardLevelMetrics": [], "DesiredShardLevelMetrics": ["IncomingBytes"], "StreamARN": ARN})
+    );
+    let v = ok(
+        &c,
+        &srv,
+        "EnableEnhancedMonitoring",
+        json!({"StreamARN": ARN, "ShardLevelMetrics": ["ALL"]}),
+    )
+    .await;
+    assert_eq!(
+        v["DesiredShardLevelMetrics"].as_array().map(Vec::len),
+        Some(7)
+    );
+    let v = ok(
+        &c,
+        &srv,
+        "DisableEnhancedMonitoring",
+        json!({"StreamName": "s", "ShardLevelMetrics": ["ALL"]}),
+    )
+    .await;
+    assert_eq!(v["DesiredShardLevelMetrics"], json!([]));
+    ok(
+        &c,
+        &srv,
+        "EnableEnhancedMonitoring",
+        json!({"StreamName": "s", "ShardLevelMetrics": ["OutgoingBytes", "IncomingRecords"]}),
+    )
+    .await;
+    let d = ok(&c, &srv, "DescribeStream", json!({"StreamName": "s"})).await;
+    let d = &d["StreamDescription"];
+    assert_eq!(d["EncryptionType"], "KMS");
+    assert_eq!(d["KeyId"], "alias/aws/kinesis");
+    assert_eq!(
+        d["EnhancedMonitoring"],
+        json!([{"ShardLevelMetrics": ["IncomingRecords", "OutgoingBytes"]}])
+    );
+    let p = ok(
+        &c,
+        &srv,
+        "PutRecord",
+        json!({"StreamName": "s", "Data": "aGk=", "PartitionKey": "k"}),
+    )
+    .await;
+    assert_eq!(p["EncryptionType"], "KMS");
+    ok(
+        &c,
+        &srv,
+        "StopStreamEncryption",
+        json!({"StreamName": "s", "EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}),
+    )
+    .await;
+    let d = ok(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamName": "s"}),
+    )
+    .await;
+    let d = &d["StreamDescriptionSummary"];
+    assert_eq!(d["EncryptionType"], "NONE");
+    assert!(d.get("KeyId").is_none());
+    assert_eq!(d["MaxRecordSizeInKiB"], 1024);
+
+    // Resource policies: "{}" when none, stored text returned as given.
+    let v = ok(&c, &srv, "GetResourcePolicy", json!({"ResourceARN": ARN})).await;
+    assert_eq!(v, json!({"Policy": "{}"}));
+    let policy = r#"{"Version":"2012-10-17","Statement":[]}"#;
+    ok(
+        &c,
+        &srv,
+        "PutResourcePolicy",
+        json!({"ResourceARN": ARN, "Policy": policy}),
+    )
+    .await;
+    let v = ok(&c, &srv, "GetResourcePolicy", json!({"ResourceARN": ARN})).await;
+    assert_eq!(v, json!({"Policy": policy}));
+    ok(
+        &c,
+        &srv,
+        "DeleteResourcePolicy",
+        json!({"ResourceARN": ARN}),
+    )
+    .await;
+
+    let v = ok(&c, &srv, "DescribeLimits", json!({})).await;
+    assert_eq!(
+        v,
+        json!({"ShardLimit": 200, "OpenShardCount": 2, "OnDemandStreamCount": 1, "OnDemandStreamCountLimit": 50})
+    );
+    let v = ok(&c, &srv, "DescribeAccountSettings", json!({})).await;
+    assert_eq!(
+        v,
+        json!({"MinimumThroughputBillingCommitment": {"Status": "DISABLED"}})
+    );
+    let v = ok(
+        &c,
+        &srv,
+        "UpdateAccountSettings",
+        json!({"MinimumThroughputBillingCommitment": {"Status": "ENABLED"}}),
+    )
+    .await;
+    let m = &v["MinimumThroughputBillingCommitment"];
+    assert_eq!(m["Status"], "ENABLED");
+    assert!(m["StartedAt"].is_number() && m["EarliestAllowedEndAt"].is_number());
+
+    let v = ok(
+        &c,
+        &srv,
+        "UpdateStreamWarmThroughput",
+        json!({"StreamName": "od", "WarmThroughputMiBps": 100}),
+    )
+    .await;
+    assert_eq!(
+        v["WarmThroughput"],
+        json!({"TargetMiBps": 100, "CurrentMiBps": 0})
+    );
+    let d = ok(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamName": "od"}),
+    )
+    .await;
+    assert_eq!(
+        d["StreamDescriptionSummary"]["WarmThroughput"]["TargetMiBps"],
+        100
+    );
+}
+
+#[tokio::test]
+async fn max_record_size_is_enforced() {
+    use base64::Engine as _;
+    let srv = start().await;
+    let c = reqwest::Client::new();
+    ok(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "s", "ShardCount": 1}),
+    )
+    .await;
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 1024 * 1024 + 10]);
+    let put = json!({"StreamName": "s", "Data": big, "PartitionKey": "k"});
+    let r = call(&c, &srv, "PutRecord", put.clone()).await;
+    assert_error(&r, 400, "ValidationException");
+    let batch = json!({"StreamName": "s", "Records": [{"Data": big, "PartitionKey": "k"}]});
+    let r = call(&c, &srv, "PutRecords", batch.clone()).await;
+    assert_error(&r, 400, "ValidationException");
+    ok(
+        &c,
+        &srv,
+        "UpdateMaxRecordSize",
+        json!({"StreamARN": ARN, "MaxRecordSizeInKiB": 2048}),
+    )
+    .await;
+    ok(&c, &srv, "PutRecord", put).await;
+    ok(&c, &srv, "PutRecords", batch).await;
+    let d = ok(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamName": "s"}),
+    )
+    .await;
+    assert_eq!(d["StreamDescriptionSummary"]["MaxRecordSizeInKiB"], 2048);
+}
