@@ -16,6 +16,7 @@ use mem::MemBackend;
 
 const JSON: &str = "application/x-amz-json-1.1";
 const CBOR: &str = "application/x-amz-cbor-1.1";
+const DUMMY_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00";
 
 struct Server {
     addr: SocketAddr,
@@ -63,6 +64,8 @@ async fn send(
     let mut req = client
         .post(format!("http://{}/", srv.addr))
         .header("content-type", content_type)
+        .header("x-amz-date", "20250101T000000Z")
+        .header("authorization", DUMMY_AUTH)
         .body(body);
     if let Some(t) = target {
         req = req.header("x-amz-target", t);
