@@ -302,6 +302,25 @@ pub fn verify(
             "Date in Credential scope does not match the request date.",
         ));
     }
+    let expected = expected_signature(sig, creds, method, uri, headers, body);
+    if expected != sig.signature {
+        return Err(err(
+            ErrorKind::InvalidSignature,
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
+        ));
+    }
+    Ok(())
+}
+
+/// The signature of a request under `sig`'s scope, signed headers and date (hex).
+pub fn expected_signature(
+    sig: &Signature,
+    creds: &Credentials,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> String {
     let mut canonical_headers = String::new();
     for name in &sig.signed_headers {
         let value = if name == "host" {
@@ -346,16 +365,8 @@ pub fn verify(
     let k_region = hmac(&k_date, sig.region.as_bytes());
     let k_service = hmac(&k_region, sig.service.as_bytes());
     let k_signing = hmac(&k_service, b"aws4_request");
-    let expected = hex::encode(hmac(&k_signing, to_sign.as_bytes()));
-    if expected != sig.signature {
-        return Err(err(
-            ErrorKind::InvalidSignature,
-            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.",
-        ));
-    }
-    Ok(())
+    hex::encode(hmac(&k_signing, to_sign.as_bytes()))
 }
-
 /// Now, epoch seconds.
 pub fn now_secs() -> i64 {
     std::time::SystemTime::now()

@@ -360,3 +360,123 @@ async fn max_record_size_is_enforced() {
     .await;
     assert_eq!(d["StreamDescriptionSummary"]["MaxRecordSizeInKiB"], 2048);
 }
+
+/// With `[auth]` configured, requests signed with the right key pass over HTTP/1.1 and h2c
+/// (where the signed `host` is the `:authority`), others are refused.
+#[tokio::test]
+async fn sigv4_verification_end_to_end() {
+    use crate::api::auth::{expected_signature, Credentials, Signature};
+    use axum::http::{HeaderMap, HeaderValue, Method, Uri};
+    use std::sync::Arc;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let creds = Credentials {
+        access_key_id: "AKIDSPATE".into(),
+        secret_access_key: "s3cret".into(),
+    };
+    let app = crate::api::router_with(
+        Arc::new(super::mem::MemBackend::default()),
+        crate::api::ApiOptions {
+            credentials: Some(creds.clone()),
+        },
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(crate::api::serve_router(listener, app, async {
+        let _ = rx.await;
+    }));
+    let now = time_now();
+    let body = br#"{}"#.to_vec();
+    let sign = |secret: &str, akid: &str| {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_str(&addr.to_string()).unwrap());
+        h.insert("content-type", HeaderValue::from_static(super::JSON));
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("Kinesis_20131202.ListStreams"),
+        );
+        h.insert("x-amz-date", HeaderValue::from_str(&now).unwrap());
+        let mut sig = Signature {
+            access_key_id: akid.into(),
+            date: now[..8].to_string(),
+            region: "us-east-1".into(),
+            service: "kinesis".into(),
+            signed_headers: vec![
+                "content-type".into(),
+                "host".into(),
+                "x-amz-date".into(),
+                "x-amz-target".into(),
+            ],
+            signature: String::new(),
+            amz_date: now.clone(),
+        };
+        let c = Credentials {
+            access_key_id: akid.into(),
+            secret_access_key: secret.into(),
+        };
+        let uri: Uri = "/".parse().unwrap();
+        sig.signature = expected_signature(&sig, &c, &Method::POST, &uri, &h, &body);
+        format!(
+            "AWS4-HMAC-SHA256 Credential={akid}/{}/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature={}",
+            &now[..8],
+            sig.signature
+        )
+    };
+    let h1 = reqwest::Client::new();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (client, version) in [
+        (&h1, reqwest::Version::HTTP_11),
+        (&h2, reqwest::Version::HTTP_2),
+    ] {
+        for (secret, akid, want) in [
+            ("s3cret", "AKIDSPATE", None),
+            ("wrong", "AKIDSPATE", Some("InvalidSignatureException")),
+            ("s3cret", "AKIDOTHER", Some("UnrecognizedClientException")),
+        ] {
+            let resp = client
+                .post(format!("http://{addr}/"))
+                .header("content-type", super::JSON)
+                .header("x-amz-target", "Kinesis_20131202.ListStreams")
+                .header("x-amz-date", &now)
+                .header("authorization", sign(secret, akid))
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.version(), version);
+            let status = resp.status().as_u16();
+            let v: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+            match want {
+                None => assert_eq!(status, 200, "{v}"),
+                Some(t) => assert_eq!(v["__type"], t, "{v}"),
+            }
+        }
+    }
+    let _ = tx.send(());
+}
+
+/// Now as `yyyymmddThhmmssZ`.
+fn time_now() -> String {
+    let secs = crate::api::auth::now_secs();
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
