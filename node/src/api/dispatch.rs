@@ -198,6 +198,7 @@ pub async fn dispatch<B: Backend>(
         Operation::UpdateMaxRecordSize => {
             call!(backend, enc, body, settings::update_max_record_size)
         }
+        Operation::UpdateStreamMode => call!(backend, enc, body, settings::update_stream_mode),
         Operation::UpdateStreamWarmThroughput => {
             call!(backend, enc, body, settings::update_stream_warm_throughput)
         }

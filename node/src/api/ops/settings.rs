@@ -1,14 +1,15 @@
 //! Settings operations: Start/StopStreamEncryption, Enable/DisableEnhancedMonitoring,
 //! DescribeLimits, DescribeAccountSettings, UpdateAccountSettings, UpdateMaxRecordSize,
-//! UpdateStreamWarmThroughput — all pure metadata (see `docs/compatibility.md` for what
+//! UpdateStreamWarmThroughput — all pure metadata — and UpdateStreamMode (validated, then
+//! refused: changing the capacity mode belongs to the capacity work) (see `docs/compatibility.md` for what
 //! they do and do not do here) — and the describe-output helpers built on the settings.
 
 use spate_proto::kinesis::limits;
 use spate_proto::kinesis::model::{
     AccountSettingsOutput, CommitmentOutput, DescribeLimitsOutput, Empty, EnhancedMetrics,
     EnhancedMonitoringInput, EnhancedMonitoringOutput, StreamEncryptionInput,
-    UpdateAccountSettingsInput, UpdateMaxRecordSizeInput, UpdateStreamWarmThroughputInput,
-    UpdateStreamWarmThroughputOutput, WarmThroughput,
+    UpdateAccountSettingsInput, UpdateMaxRecordSizeInput, UpdateStreamModeInput,
+    UpdateStreamWarmThroughputInput, UpdateStreamWarmThroughputOutput, WarmThroughput,
 };
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
@@ -348,4 +349,44 @@ pub async fn update_stream_warm_throughput<B: Backend>(
             current_mibps: Some(before.warm_throughput_mibps.unwrap_or(0)),
         },
     })
+}
+
+pub async fn update_stream_mode<B: Backend>(
+    backend: &B,
+    req: UpdateStreamModeInput,
+) -> KinesisResult<Empty> {
+    let mut v = Violations::new();
+    if let Some(arn) = v.required("streamARN", &req.stream_arn) {
+        check_stream_ref(&mut v, None, Some(arn));
+    }
+    let mut target = None;
+    if let Some(details) = v.required("streamModeDetails", &req.stream_mode_details) {
+        if let Some(m) = v.required("streamModeDetails.streamMode", &details.stream_mode) {
+            if v.one_of(
+                "streamModeDetails.streamMode",
+                m,
+                &["PROVISIONED", "ON_DEMAND"],
+            ) {
+                target = Some(m.clone());
+            }
+        }
+    }
+    if let Some(m) = req.warm_throughput_mibps {
+        v.range("warmThroughputMiBps", m, Some(0), None);
+    }
+    v.finish()?;
+    let name = resolve_stream(backend, None, req.stream_arn.as_deref())?;
+    let d = backend.describe_stream(&name).await?;
+    require_active(backend, &name).await?;
+    if target.as_deref() == Some(d.mode.as_str()) {
+        return Err(KinesisError::invalid(format!(
+            "Stream {name} under account {} is already in {} mode.",
+            backend.account_id(),
+            d.mode.as_str()
+        )));
+    }
+    Err(KinesisError::new(
+        spate_proto::kinesis::ErrorKind::UnknownOperation,
+        "Operation UpdateStreamMode (changing the capacity mode) is not supported by this server yet",
+    ))
 }

@@ -156,6 +156,12 @@ async fn validation_tables() {
          "1 validation error detected: Value null at 'policy' failed to satisfy constraint: Member must not be null".into()),
         ("PutResourcePolicy", json!({"ResourceARN": ARN, "Policy": "not json"}), "InvalidArgumentException", String::new()),
         ("DeleteResourcePolicy", json!({"ResourceARN": ARN}), "ResourceNotFoundException", String::new()),
+        ("UpdateStreamMode", json!({"StreamName": "s"}), "ValidationException",
+         "2 validation errors detected: Value null at 'streamARN' failed to satisfy constraint: Member must not be null; Value null at 'streamModeDetails' failed to satisfy constraint: Member must not be null".into()),
+        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "FAST"}}), "ValidationException",
+         "1 validation error detected: Value 'FAST' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]".into()),
+        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "PROVISIONED"}}), "InvalidArgumentException", String::new()),
+        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}), "UnknownOperationException", String::new()),
     ];
     for (op, body, kind, message) in cases {
         let r = call(&c, &srv, op, body.clone()).await;

@@ -217,6 +217,17 @@ pub struct UpdateStreamWarmThroughputOutput {
     pub warm_throughput: WarmThroughput,
 }
 
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateStreamModeInput {
+    #[serde(rename = "StreamARN")]
+    pub stream_arn: Option<String>,
+    pub stream_id: Option<String>,
+    pub stream_mode_details: Option<super::StreamModeDetails>,
+    #[serde(rename = "WarmThroughputMiBps")]
+    pub warm_throughput_mibps: Option<i64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
