@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<()> {
                 if fresh && dir.exists() {
                     std::fs::remove_dir_all(&dir)?;
                 }
+                let cert = spate_node::api::tls::ensure_dev_cert(&dir, &bind)?;
                 let mut nodes = Vec::new();
                 for cfg in dev::configs(port, &dir, &bind) {
                     nodes.push(Node::start(cfg).await?);
@@ -106,6 +107,7 @@ fn main() -> anyhow::Result<()> {
                 tracing::info!(
                     endpoint = %format!("http://{bind}:{port}"),
                     data_dir = %dir.display(),
+                    tls = %format!("https://localhost:{} (CA {})", port + 30, cert.ca.display()),
                     "local 3-zone cluster up: aws --endpoint-url http://{bind}:{port} kinesis list-streams"
                 );
                 shutdown_signal().await;

@@ -61,6 +61,8 @@ fn configs(dir: &Path, ports: &[Ports]) -> Vec<Config> {
             },
             kinesis: KinesisSection::default(),
             raft: Default::default(),
+            tls: Default::default(),
+            auth: Default::default(),
         })
         .collect()
 }

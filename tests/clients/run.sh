@@ -12,6 +12,11 @@
 #   SKIP_WALKTHROUGH=1   run pytest only
 #   SPATE_RESULTS_DIR    where the walkthrough output is saved (default $HOME/.cache/spate/results)
 #   SPATE_VENV           the Python venv (default $HOME/.cache/spate/venv)
+#   SPATE_NPM_DIR        where @aws-sdk/client-kinesis is installed (default $HOME/.cache/spate/npm)
+#   SKIP_JS=1            skip the AWS SDK for JavaScript v3 checks (also skipped without node/npm)
+#
+# With a server started here, the TLS port (P+30, the dev CA under its data dir) is tested
+# too (SPATE_TLS_ENDPOINT, SPATE_DEV_CA), and the JavaScript SDK runs over h2c and TLS.
 #
 # Exit status is non-zero if pytest fails, a required walkthrough check does not PASS,
 # or (WALKTHROUGH_STRICT=1) any walkthrough check fails.
@@ -88,7 +93,7 @@ for _ in range(200):
     p = random.randint(20000, 50000)
     socks = []
     try:
-        for q in (p, p + 1, p + 2, p + 10, p + 11, p + 12, p + 20, p + 21, p + 22):
+        for q in (p, p + 1, p + 2, p + 10, p + 11, p + 12, p + 20, p + 21, p + 22, p + 30, p + 31, p + 32):
             s = socket.socket(); s.bind(("127.0.0.1", q)); socks.append(s)
     except OSError:
         continue
@@ -126,7 +131,10 @@ PY
     die "spate dev did not become ready"
   fi
   echo "run.sh: server ready (pid $SERVER_PID, api $EP, admin http://127.0.0.1:$ADMIN)"
+  export SPATE_TLS_ENDPOINT="https://localhost:$((PORT + 30))"
+  export SPATE_DEV_CA="$WORKDIR/data/tls/ca.pem"
 fi
+export SPATE_CBOR="${SPATE_CBOR:-1}"
 
 # ---------------------------------------------------------------- pytest
 export PYTHONDONTWRITEBYTECODE=1
@@ -139,6 +147,29 @@ echo "run.sh: pytest exit status $PYTEST_RC"
 # ---------------------------------------------------------------- enhanced fan-out (JS SDK v3, HTTP/2)
 if [ "${SKIP_EFO_JS:-0}" != "1" ]; then
   bash "$HERE/run_efo_js.sh" "$EP" || { echo "run.sh: run_efo_js.sh failed"; PYTEST_RC=1; }
+fi
+
+# ---------------------------------------------------------------- JavaScript SDK v3
+JS_FAIL=0
+NPM_DIR="${SPATE_NPM_DIR:-$HOME/.cache/spate/npm}"
+if [ "${SKIP_JS:-0}" = "1" ]; then
+  echo "run.sh: SKIP_JS=1, JavaScript SDK checks skipped"
+elif ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "run.sh: node/npm not found, JavaScript SDK checks skipped"
+else
+  mkdir -p "$NPM_DIR"
+  if [ ! -d "$NPM_DIR/node_modules/@aws-sdk/client-kinesis" ]; then
+    echo "run.sh: installing @aws-sdk/client-kinesis into $NPM_DIR" >&2
+    [ -f "$NPM_DIR/package.json" ] || echo '{"name":"spate-js-clients","private":true}' > "$NPM_DIR/package.json"
+    (cd "$NPM_DIR" && timeout 300 npm install --no-audit --no-fund --loglevel=error "@aws-sdk/client-kinesis@3") || die "npm install @aws-sdk/client-kinesis failed"
+  fi
+  for JS_EP in "$EP" ${SPATE_TLS_ENDPOINT:+"$SPATE_TLS_ENDPOINT"}; do
+    echo "run.sh: AWS SDK for JavaScript v3 (default HTTP/2 handler) against $JS_EP"
+    if ! SPATE_NPM_DIR="$NPM_DIR" NODE_EXTRA_CA_CERTS="${SPATE_DEV_CA:-}" NODE_NO_WARNINGS=1 \
+        timeout 180 node "$HERE/js/kinesis_v3.mjs" "$JS_EP"; then
+      JS_FAIL=1
+    fi
+  done
 fi
 
 # ---------------------------------------------------------------- walkthrough
@@ -177,10 +208,10 @@ if [ "${SKIP_WALKTHROUGH:-0}" != "1" ]; then
   echo "walkthrough-required: $req_pass passed, $((req_total - req_pass)) failed"
 fi
 
-if [ "$PYTEST_RC" -eq 0 ] && [ "$WALK_FAIL" -eq 0 ]; then
+if [ "$PYTEST_RC" -eq 0 ] && [ "$WALK_FAIL" -eq 0 ] && [ "$JS_FAIL" -eq 0 ]; then
   STATUS=0
   echo "run.sh: OK"
 else
-  echo "run.sh: FAILED (pytest rc=$PYTEST_RC, walkthrough failure=$WALK_FAIL)"
+  echo "run.sh: FAILED (pytest rc=$PYTEST_RC, walkthrough failure=$WALK_FAIL, js failure=$JS_FAIL)"
 fi
 exit "$STATUS"

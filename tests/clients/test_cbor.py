@@ -2,7 +2,7 @@
 
 boto3 only speaks JSON, so these tests post raw CBOR bodies (cbor2) over http.client.
 In CBOR, blobs are byte strings and timestamps are tag-1 epoch numbers (decoded by cbor2
-into datetimes). Skipped unless SPATE_CBOR=1 until the server's CBOR support lands.
+into datetimes, see cbor_ms). Skipped unless SPATE_CBOR=1 (tests/clients/run.sh sets it).
 """
 
 import datetime
@@ -11,12 +11,14 @@ import os
 from urllib.parse import urlparse
 
 import cbor2
+
+import cbor_ms
 import pytest
 
 from conftest import kinesalite_gap, unique_name
 
 pytestmark = pytest.mark.skipif(
-    os.environ.get("SPATE_CBOR") != "1", reason="CBOR not required yet; set SPATE_CBOR=1 to run"
+    os.environ.get("SPATE_CBOR") != "1", reason="set SPATE_CBOR=1 to run"
 )
 
 AUTH = (
@@ -42,7 +44,7 @@ def cbor_call(op, body):
         )
         r = conn.getresponse()
         raw = r.read()
-        return r.status, (cbor2.loads(raw) if raw else {}), r.getheader("Content-Type")
+        return r.status, (cbor_ms.loads(raw) if raw else {}), r.getheader("Content-Type")
     finally:
         conn.close()
 

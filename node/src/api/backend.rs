@@ -10,6 +10,10 @@ use std::future::Future;
 use bytes::Bytes;
 use spate_proto::kinesis::KinesisResult;
 
+pub use spate_control_plane::meta::settings::{
+    AccountSettings, BillingCommitment, Encryption, SettingsChange, StreamSettings,
+};
+
 /// Capacity mode of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StreamMode {
@@ -300,6 +304,24 @@ pub trait Backend: Send + Sync + 'static {
         shard_index: u32,
         start: IteratorStart,
     ) -> impl Future<Output = KinesisResult<Subscription>> + Send;
+
+    /// The pure-metadata settings of a stream (tags, encryption, monitoring, policies, ...).
+    fn stream_settings(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = KinesisResult<StreamSettings>> + Send;
+
+    /// Applies a settings change: to stream `name`, or to the account for account-wide
+    /// changes (`name` ignored). A refused change (e.g. too many tags) is
+    /// `InvalidArgumentException`.
+    fn change_settings(
+        &self,
+        name: &str,
+        change: SettingsChange,
+    ) -> impl Future<Output = KinesisResult<()>> + Send;
+
+    /// The account-wide settings.
+    fn account_settings(&self) -> impl Future<Output = KinesisResult<AccountSettings>> + Send;
 
     /// Region and account this cluster answers for (ARNs, validation of `StreamARN`).
     fn region(&self) -> &str;

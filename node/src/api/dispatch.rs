@@ -7,7 +7,7 @@ use spate_proto::kinesis::{ErrorKind, KinesisError, KinesisResult};
 
 use super::backend::Backend;
 use super::codec::Encoding;
-use super::ops::{consumers, records, reshard, shards, streams};
+use super::ops::{consumers, records, reshard, settings, shards, streams, tags};
 
 /// The `X-Amz-Target` prefix of the Kinesis API.
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
@@ -84,11 +84,41 @@ impl Operation {
     }
 }
 
+/// Operations of the newest Kinesis model (queues, channels, dead-letter queues, record
+/// distribution) that this server does not implement; they are answered with an
+/// `UnknownOperationException` saying so.
+pub const UNSUPPORTED_NEWER_OPERATIONS: &[&str] = &[
+    "AcknowledgeDeadLetterQueueRecords",
+    "AcknowledgeQueueRecords",
+    "CreateChannel",
+    "CreateQueue",
+    "DeleteChannel",
+    "DeleteQueue",
+    "DescribeChannel",
+    "DescribeQueue",
+    "ListChannels",
+    "ListQueues",
+    "ReceiveDeadLetterQueueRecords",
+    "ReceiveQueueRecords",
+    "RestoreDeadLetterQueueRecords",
+    "UpdateChannel",
+    "UpdateDeadLetterQueueRecordsVisibility",
+    "UpdateQueue",
+    "UpdateQueueRecordsVisibility",
+    "UpdateStreamRecordDistributionStrategy",
+];
+
 /// The error for a target that names no operation.
 pub fn unknown_operation(target: Option<&str>) -> KinesisError {
-    let message = match target {
-        None | Some("") => "Missing X-Amz-Target header".to_string(),
-        Some(t) => format!("Unknown operation {t}"),
+    let newer = target
+        .and_then(|t| t.trim().strip_prefix(TARGET_PREFIX))
+        .filter(|n| UNSUPPORTED_NEWER_OPERATIONS.contains(n));
+    let message = match (target, newer) {
+        (_, Some(op)) => format!(
+            "Operation {op} (queues, channels and dead-letter queues) is not supported by this server"
+        ),
+        (None | Some(""), _) => "Missing X-Amz-Target header".to_string(),
+        (Some(t), None) => format!("Unknown operation {t}"),
     };
     KinesisError::new(ErrorKind::UnknownOperation, message)
 }
@@ -145,6 +175,47 @@ pub async fn dispatch<B: Backend>(
         }
         // SubscribeToShard streams its answer: service.rs hands it to
         // `consumers::subscribe_response` before dispatching.
+        Operation::AddTagsToStream => call!(backend, enc, body, tags::add_tags_to_stream),
+        Operation::RemoveTagsFromStream => {
+            call!(backend, enc, body, tags::remove_tags_from_stream)
+        }
+        Operation::ListTagsForStream => call!(backend, enc, body, tags::list_tags_for_stream),
+        Operation::TagResource => call!(backend, enc, body, tags::tag_resource),
+        Operation::UntagResource => call!(backend, enc, body, tags::untag_resource),
+        Operation::ListTagsForResource => {
+            call!(backend, enc, body, tags::list_tags_for_resource)
+        }
+        Operation::PutResourcePolicy => call!(backend, enc, body, tags::put_resource_policy),
+        Operation::GetResourcePolicy => call!(backend, enc, body, tags::get_resource_policy),
+        Operation::DeleteResourcePolicy => {
+            call!(backend, enc, body, tags::delete_resource_policy)
+        }
+        Operation::StartStreamEncryption => {
+            call!(backend, enc, body, settings::start_stream_encryption)
+        }
+        Operation::StopStreamEncryption => {
+            call!(backend, enc, body, settings::stop_stream_encryption)
+        }
+        Operation::EnableEnhancedMonitoring => {
+            call!(backend, enc, body, settings::enable_enhanced_monitoring)
+        }
+        Operation::DisableEnhancedMonitoring => {
+            call!(backend, enc, body, settings::disable_enhanced_monitoring)
+        }
+        Operation::DescribeLimits => call!(backend, enc, body, settings::describe_limits),
+        Operation::DescribeAccountSettings => {
+            call!(backend, enc, body, settings::describe_account_settings)
+        }
+        Operation::UpdateAccountSettings => {
+            call!(backend, enc, body, settings::update_account_settings)
+        }
+        Operation::UpdateMaxRecordSize => {
+            call!(backend, enc, body, settings::update_max_record_size)
+        }
+        Operation::UpdateStreamMode => call!(backend, enc, body, settings::update_stream_mode),
+        Operation::UpdateStreamWarmThroughput => {
+            call!(backend, enc, body, settings::update_stream_warm_throughput)
+        }
         other => Err(not_supported(other)),
     }
 }

@@ -7,8 +7,10 @@
 //! * [`dispatch`]: `X-Amz-Target` → operation → handler;
 //! * [`codec`]: body encodings; [`errors`]: errors → responses;
 //! * [`validate`]: AWS-style `ValidationException`s; [`ident`]: identifier helpers;
-//! * [`token`]: pagination tokens; [`ops`]: the operation handlers.
+//! * [`token`]: pagination tokens; [`ops`]: the operation handlers;
+//! * [`auth`]: SigV4 checks and CORS; [`tls`]: the TLS listener and the dev certificate.
 
+pub mod auth;
 pub mod backend;
 pub mod codec;
 pub mod dispatch;
@@ -17,6 +19,7 @@ pub mod eventstream;
 pub mod ident;
 pub mod ops;
 pub mod service;
+pub mod tls;
 pub mod token;
 pub mod validate;
 
@@ -30,10 +33,23 @@ use axum::serve::ListenerExt as _;
 
 pub use backend::Backend;
 
+/// Options of the front door beyond the backend.
+#[derive(Debug, Clone, Default)]
+pub struct ApiOptions {
+    /// When set, request signatures are verified against these credentials.
+    pub credentials: Option<auth::Credentials>,
+}
+
 /// The Kinesis API as an axum router: every method and path goes to the one handler.
 pub fn router<B: Backend>(backend: Arc<B>) -> axum::Router {
+    router_with(backend, ApiOptions::default())
+}
+
+/// [`router`] with options.
+pub fn router_with<B: Backend>(backend: Arc<B>, options: ApiOptions) -> axum::Router {
     axum::Router::new()
         .fallback(service::handle::<B>)
+        .layer(axum::Extension(Arc::new(options)))
         .with_state(backend)
 }
 
@@ -44,12 +60,21 @@ pub async fn serve<B: Backend>(
     backend: Arc<B>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_router(listener, router(backend), shutdown).await
+}
+
+/// Serves an API router (see [`router_with`]) on a plain port: HTTP/1.1 and h2c.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(backend))
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

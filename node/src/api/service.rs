@@ -14,10 +14,12 @@ use rand::RngCore as _;
 use spate_proto::kinesis::{ErrorKind, KinesisError};
 use tracing::Instrument as _;
 
+use super::auth;
 use super::backend::Backend;
 use super::codec::Encoding;
 use super::dispatch::{dispatch, unknown_operation, Operation};
 use super::errors::error_response;
+use super::ApiOptions;
 
 /// Largest request body accepted; larger ones get 413 before being buffered.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
@@ -28,6 +30,13 @@ pub const TARGET_HEADER: &str = "x-amz-target";
 /// Handles one request (any method, any path).
 pub async fn handle<B: Backend>(State(backend): State<Arc<B>>, req: Request) -> Response<Body> {
     let request_id = uuid::Uuid::new_v4().to_string();
+    if req.method() == Method::OPTIONS {
+        // CORS preflight.
+        let mut resp = Response::new(Body::empty());
+        auth::preflight_headers(req.headers(), resp.headers_mut());
+        stamp(resp.headers_mut(), &request_id);
+        return resp;
+    }
     let target = header_str(req.headers(), TARGET_HEADER).map(str::to_string);
     let op = target.as_deref().and_then(Operation::from_target);
     let span = tracing::info_span!(
@@ -44,6 +53,7 @@ pub async fn handle<B: Backend>(State(backend): State<Arc<B>>, req: Request) -> 
     .instrument(span)
     .await;
     stamp(resp.headers_mut(), &request_id);
+    auth::cors_headers(resp.headers_mut());
     resp
 }
 
@@ -85,7 +95,13 @@ async fn respond<B: Backend>(
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return too_large();
     }
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES).await {
+    let signature = match auth::check_present(req.headers(), req.uri()) {
+        Ok(s) => s,
+        Err(err) => return error_response(&err, encoding),
+    };
+    let options = req.extensions().get::<Arc<ApiOptions>>().cloned();
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(b) => b,
         Err(e) => {
             let over_limit = std::error::Error::source(&e)
@@ -100,6 +116,28 @@ async fn respond<B: Backend>(
             return error_response(&err, encoding);
         }
     };
+    if let Some(creds) = options.as_ref().and_then(|o| o.credentials.as_ref()) {
+        let checked = match &signature {
+            Some(sig) => auth::verify(
+                sig,
+                creds,
+                backend.region(),
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &body,
+                auth::now_secs(),
+            ),
+            None => Err(KinesisError::new(
+                ErrorKind::InvalidSignature,
+                "Presigned query-string authentication is not supported by this server; sign the Authorization header.",
+            )),
+        };
+        if let Err(err) = checked {
+            tracing::debug!(error = %err, "signature refused");
+            return error_response(&err, encoding);
+        }
+    }
     if op == Operation::SubscribeToShard {
         return super::ops::consumers::subscribe_response(backend, encoding, &body).await;
     }

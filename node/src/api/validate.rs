@@ -109,6 +109,94 @@ impl Violations {
         false
     }
 
+    /// Records a violation with a constraint text of its own (`Map keys must …`,
+    /// `Member must satisfy constraint: […]`); `shown` is the rendered value.
+    pub fn add_raw(&mut self, field: &str, shown: &str, constraint: &str) {
+        self.list.push(format!(
+            "Value '{shown}' at '{field}' failed to satisfy constraint: {constraint}"
+        ));
+    }
+
+    /// A list of strings: item count bounds, then each item's length bounds (violated
+    /// member constraints are reported once, for the whole list).
+    pub fn string_list(
+        &mut self,
+        field: &str,
+        items: &[String],
+        count: (usize, usize),
+        len: (usize, usize),
+    ) {
+        let shown = list_shown(items);
+        self.length(field, &shown, items.len(), count.0, count.1);
+        let inner = member_constraints(items.iter().map(String::as_str), len);
+        if !inner.is_empty() {
+            self.add_raw(
+                field,
+                &shown,
+                &format!("Member must satisfy constraint: [{}]", inner.join(", ")),
+            );
+        }
+    }
+
+    /// A list of enum values.
+    pub fn enum_list(
+        &mut self,
+        field: &str,
+        items: &[String],
+        count: (usize, usize),
+        allowed: &[&str],
+    ) -> bool {
+        let shown = list_shown(items);
+        self.length(field, &shown, items.len(), count.0, count.1);
+        if items.iter().all(|i| allowed.contains(&i.as_str())) {
+            return true;
+        }
+        self.add_raw(
+            field,
+            &shown,
+            &format!(
+                "Member must satisfy constraint: [Member must satisfy enum value set: [{}]]",
+                allowed.join(", ")
+            ),
+        );
+        false
+    }
+
+    /// A map of strings: entry count bounds, key and value length bounds.
+    pub fn string_map(
+        &mut self,
+        field: &str,
+        map: &std::collections::BTreeMap<String, String>,
+        count: (usize, usize),
+        key_len: (usize, usize),
+        value_len: (usize, usize),
+    ) {
+        let shown = format!(
+            "{{{}}}",
+            map.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.length(field, &shown, map.len(), count.0, count.1);
+        let keys = member_constraints(map.keys().map(String::as_str), key_len);
+        if !keys.is_empty() {
+            self.add_raw(
+                field,
+                &shown,
+                &format!("Map keys must satisfy constraint: [{}]", keys.join(", ")),
+            );
+        }
+        let values = member_constraints(map.values().map(String::as_str), value_len);
+        if !values.is_empty() {
+            self.add_raw(
+                field,
+                &shown,
+                &format!("Map value must satisfy constraint: [{}]", values.join(", ")),
+            );
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
@@ -125,6 +213,36 @@ impl Violations {
             format!("{n} validation {plural} detected: {}", self.list.join("; ")),
         ))
     }
+}
+
+/// A list as validation messages show it: `[a, b]`.
+pub fn list_shown(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+/// The length constraints (`Member must …`) some of `items` violate, each once.
+fn member_constraints<'a>(
+    items: impl Iterator<Item = &'a str>,
+    (min, max): (usize, usize),
+) -> Vec<String> {
+    let (mut short, mut long) = (false, false);
+    for i in items {
+        let n = i.chars().count();
+        short |= n < min;
+        long |= n > max;
+    }
+    let mut out = Vec::new();
+    if long {
+        out.push(format!(
+            "Member must have length less than or equal to {max}"
+        ));
+    }
+    if short {
+        out.push(format!(
+            "Member must have length greater than or equal to {min}"
+        ));
+    }
+    out
 }
 
 /// How a blob's value is shown in a validation message.

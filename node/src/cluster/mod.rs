@@ -8,6 +8,7 @@ pub mod forward;
 mod records;
 mod reshard;
 pub mod router;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -336,6 +337,18 @@ impl Backend for ClusterBackend {
         start: IteratorStart,
     ) -> KinesisResult<Subscription> {
         efo::subscribe(self, name, consumer, created, shard, start).await
+    }
+
+    async fn stream_settings(&self, name: &str) -> KinesisResult<settings::StreamSettings> {
+        self.settings_of(name)
+    }
+
+    async fn change_settings(&self, name: &str, change: settings::Change) -> KinesisResult<()> {
+        self.propose_settings(name, change).await
+    }
+
+    async fn account_settings(&self) -> KinesisResult<settings::AccountSettings> {
+        Ok(self.account_of())
     }
 
     fn region(&self) -> &str {

@@ -19,6 +19,45 @@ pub struct Config {
     pub kinesis: KinesisSection,
     #[serde(default)]
     pub raft: RaftTuning,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// The TLS listener of the Kinesis API (off unless `listen` is set).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    /// Address of the TLS port (HTTP/1.1 and h2 by ALPN).
+    pub listen: Option<String>,
+    /// PEM certificate chain.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// SigV4 verification (off unless both keys are set: then any credentials are accepted).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+impl AuthSection {
+    /// The credentials to verify signatures against, if configured.
+    pub fn credentials(&self) -> Option<crate::api::auth::Credentials> {
+        match (&self.access_key_id, &self.secret_access_key) {
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                Some(crate::api::auth::Credentials {
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +173,18 @@ impl Config {
                 "kinesis.account_id must be 12 digits".into(),
             ));
         }
+        if self.tls.listen.is_some() && (self.tls.cert.is_none() || self.tls.key.is_none()) {
+            return Err(ConfigError::Invalid(
+                "tls.listen needs tls.cert and tls.key".into(),
+            ));
+        }
+        let id = self.auth.access_key_id.as_deref().unwrap_or("");
+        let secret = self.auth.secret_access_key.as_deref().unwrap_or("");
+        if id.is_empty() != secret.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth needs both access_key_id and secret_access_key, or neither".into(),
+            ));
+        }
         if self.raft.election_min_ms <= self.raft.heartbeat_ms
             || self.raft.election_max_ms <= self.raft.election_min_ms
         {
@@ -191,6 +242,21 @@ peers = [
             assert_eq!(cfg.kinesis.account_id, "000000000000");
             assert_eq!(cfg.raft.heartbeat_ms, 100);
             assert_eq!(cfg.advertised_peer(), "127.0.0.1:7401");
+            assert!(cfg.tls.listen.is_none() && cfg.auth.credentials().is_none());
+            jail.set_env("SPATE_TLS__LISTEN", "127.0.0.1:4597");
+            jail.set_env("SPATE_TLS__CERT", "/etc/spate-tls/tls.crt");
+            jail.set_env("SPATE_TLS__KEY", "/etc/spate-tls/tls.key");
+            jail.set_env("SPATE_AUTH__ACCESS_KEY_ID", "AKID");
+            jail.set_env("SPATE_AUTH__SECRET_ACCESS_KEY", "secret");
+            let cfg = Config::load(Some(Path::new("n.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.tls.listen.as_deref(), Some("127.0.0.1:4597"));
+            assert_eq!(
+                cfg.auth.credentials().map(|c| c.access_key_id).as_deref(),
+                Some("AKID")
+            );
+            jail.set_env("SPATE_TLS__KEY", "");
+            jail.set_env("SPATE_AUTH__SECRET_ACCESS_KEY", "");
+            assert!(Config::load(Some(Path::new("n.toml"))).is_err());
             Ok(())
         });
     }

@@ -1,15 +1,18 @@
 //! `spate dev`: a local 3-node, 3-zone cluster in one process. Every node has its own
 //! RocksDB and talks to the others over real gRPC on loopback. Ports derive from `--port`
-//! (P): Kinesis API on P, P+1, P+2; admin on P+10..P+12; peers on P+20..P+22 — fixed, so a
-//! restart on the same data directory finds its cluster again.
+//! (P): Kinesis API on P, P+1, P+2; admin on P+10..P+12; peers on P+20..P+22; TLS API on
+//! P+30..P+32 with a self-signed certificate under `<data-dir>/tls/` — fixed, so a restart on
+//! the same data directory finds its cluster again.
 
 use std::path::{Path, PathBuf};
 
 use spate_control_plane::raft::RaftTuning;
 
 use super::config::{
-    ClusterSection, Config, KinesisSection, ListenSection, NodeSection, PeerConfig,
+    AuthSection, ClusterSection, Config, KinesisSection, ListenSection, NodeSection, PeerConfig,
+    TlsSection,
 };
+use crate::api::tls::DevCert;
 
 pub const ZONES: [&str; 3] = ["az-a", "az-b", "az-c"];
 
@@ -40,6 +43,12 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
             },
             kinesis: KinesisSection::default(),
             raft: RaftTuning::default(),
+            tls: TlsSection {
+                listen: Some(format!("{bind}:{}", port + 30 + i)),
+                cert: Some(DevCert::paths(data_dir).cert),
+                key: Some(DevCert::paths(data_dir).key),
+            },
+            auth: AuthSection::default(),
         })
         .collect()
 }

@@ -162,12 +162,29 @@ impl Node {
         ));
         let api_listener = TcpListener::bind(&cfg.listen.api).await?;
         let stop = stopped(stop_rx.clone());
-        let api_backend = backend.clone();
+        let api_options = crate::api::ApiOptions {
+            credentials: cfg.auth.credentials(),
+        };
+        let app = crate::api::router_with(backend.clone(), api_options);
+        let api_app = app.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::api::serve(api_listener, api_backend, stop).await {
+            if let Err(e) = crate::api::serve_router(api_listener, api_app, stop).await {
                 tracing::error!(error = %e, "Kinesis API server failed");
             }
         }));
+        if let (Some(listen), Some(cert), Some(key)) =
+            (&cfg.tls.listen, &cfg.tls.cert, &cfg.tls.key)
+        {
+            let tls = crate::api::tls::server_config(cert, key)?;
+            let tls_listener = TcpListener::bind(listen).await?;
+            let stop = stopped(stop_rx.clone());
+            tracing::info!(tls = %listen, "Kinesis API TLS listener");
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::api::tls::serve_tls(tls_listener, app, tls, stop).await {
+                    tracing::error!(error = %e, "Kinesis API TLS server failed");
+                }
+            }));
+        }
 
         // Admin endpoints.
         let admin_listener = TcpListener::bind(&cfg.listen.admin).await?;

@@ -22,6 +22,9 @@ use serde::de::{self, Deserializer, EnumAccess, SeqAccess, VariantAccess, Visito
 use serde::ser::{SerializeTupleVariant, Serializer};
 use serde::{Deserialize, Serialize};
 
+mod settings;
+pub use settings::*;
+
 /// Lenient standard base64: padding optional on input, always written on output.
 const B64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
     &base64::alphabet::STANDARD,
@@ -304,6 +307,10 @@ pub struct StreamDescriptionSummary {
     pub key_id: Option<String>,
     pub open_shard_count: u32,
     pub consumer_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_throughput: Option<WarmThroughput>,
+    #[serde(rename = "MaxRecordSizeInKiB", skip_serializing_if = "Option::is_none")]
+    pub max_record_size_in_kib: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

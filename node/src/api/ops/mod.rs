@@ -5,8 +5,10 @@
 pub mod consumers;
 pub mod records;
 pub mod reshard;
+pub mod settings;
 pub mod shards;
 pub mod streams;
+pub mod tags;
 
 use spate_proto::kinesis::model;
 use spate_proto::kinesis::{KinesisError, KinesisResult};
@@ -119,13 +121,3 @@ pub(crate) fn mode_details(d: &StreamDescription) -> model::StreamModeDetails {
         stream_mode: Some(d.mode.as_str().to_string()),
     }
 }
-
-/// Enhanced monitoring as reported while no shard-level metrics are enabled.
-pub(crate) fn no_enhanced_monitoring() -> Vec<model::EnhancedMetrics> {
-    vec![model::EnhancedMetrics {
-        shard_level_metrics: Vec::new(),
-    }]
-}
-
-/// `EncryptionType` of every stream (server-side encryption is not supported yet).
-pub(crate) const ENCRYPTION_NONE: &str = "NONE";

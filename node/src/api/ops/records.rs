@@ -7,9 +7,8 @@ use spate_proto::kinesis::model::{
 };
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
-use super::{
-    check_arn_scope, check_stream_ref, hash_range, resolve_stream, timestamp, ENCRYPTION_NONE, NAME,
-};
+use super::settings::encryption_of;
+use super::{check_arn_scope, check_stream_ref, hash_range, resolve_stream, timestamp, NAME};
 use crate::api::backend::{Backend, IteratorStart, PutEntry};
 use crate::api::ident::{
     is_hash_key_syntax, is_sequence_number, parse_hash_key, parse_shard_id, shard_id,
@@ -37,7 +36,11 @@ const ITERATOR_TYPES: &[&str] = &[
 const HASH_KEY: Option<Pattern> = Some((HASH_KEY_PATTERN, is_hash_key_syntax));
 const SEQUENCE: Option<Pattern> = Some((SEQUENCE_PATTERN, is_sequence_number));
 
-/// Validates one record's members (`prefix` is `""` or `records.N.member.`).
+/// The model's bound of `Data` (the largest record size a stream can be set to).
+pub const MODEL_MAX_RECORD_BYTES: usize = 10 * 1024 * 1024;
+
+/// Validates one record's members against the model (`prefix` is `""` or
+/// `records.N.member.`). The stream's own record-size limit is checked by [`check_size`].
 fn check_record(
     v: &mut Violations,
     prefix: &str,
@@ -47,22 +50,15 @@ fn check_record(
 ) {
     let data_field = format!("{prefix}data");
     let key_field = format!("{prefix}partitionKey");
-    let key_len = key.as_ref().map_or(0, |k| k.len());
     if let Some(data) = v.required(&data_field, data) {
         let len = data.0.len();
-        if len <= MAX_RECORD_BYTES && len + key_len > MAX_RECORD_BYTES {
-            // Counted together with the partition key, as the service limit is.
-            v.add(
-                &data_field,
-                Some(&blob_shown(len)),
-                &format!(
-                    "have length less than or equal to {} (the data plus the partition key must not exceed {MAX_RECORD_BYTES} bytes)",
-                    MAX_RECORD_BYTES - key_len.min(MAX_RECORD_BYTES)
-                ),
-            );
-        } else {
-            v.length(&data_field, &blob_shown(len), len, 0, MAX_RECORD_BYTES);
-        }
+        v.length(
+            &data_field,
+            &blob_shown(len),
+            len,
+            0,
+            MODEL_MAX_RECORD_BYTES,
+        );
     }
     if let Some(key) = v.required(&key_field, key) {
         v.string(&key_field, key, 1, 256, None);
@@ -76,6 +72,30 @@ fn check_record(
             HASH_KEY,
         );
     }
+}
+
+/// Checks a record against the stream's maximum record size (data + partition key).
+fn check_size(v: &mut Violations, prefix: &str, data_len: usize, key_len: usize, max: usize) {
+    let data_field = format!("{prefix}data");
+    if data_len <= max && data_len + key_len > max {
+        // Counted together with the partition key, as the service limit is.
+        v.add(
+            &data_field,
+            Some(&blob_shown(data_len)),
+            &format!(
+                "have length less than or equal to {} (the data plus the partition key must not exceed {max} bytes)",
+                max - key_len.min(max)
+            ),
+        );
+    } else {
+        v.length(&data_field, &blob_shown(data_len), data_len, 0, max);
+    }
+}
+
+/// The stream's record-size limit and the `EncryptionType` its puts report.
+async fn put_settings<B: Backend>(backend: &B, name: &str) -> KinesisResult<(usize, String)> {
+    let settings = backend.stream_settings(name).await?;
+    Ok((settings.max_record_bytes(), encryption_of(&settings).0))
 }
 
 /// Builds the backend entry of a validated record.
@@ -122,6 +142,10 @@ pub async fn put_record<B: Backend>(
         req.stream_name.as_deref(),
         req.stream_arn.as_deref(),
     )?;
+    let (max, encryption_type) = put_settings(backend, &name).await?;
+    let mut v = Violations::new();
+    check_size(&mut v, "", entry.data.len(), entry.partition_key.len(), max);
+    v.finish()?;
     let outcome = backend
         .put_records(&name, vec![entry])
         .await?
@@ -132,7 +156,7 @@ pub async fn put_record<B: Backend>(
     Ok(PutRecordOutput {
         shard_id: shard_id(ok.shard_index),
         sequence_number: ok.sequence_number,
-        encryption_type: ENCRYPTION_NONE.to_string(),
+        encryption_type,
     })
 }
 
@@ -184,6 +208,13 @@ pub async fn put_records<B: Backend>(
         req.stream_name.as_deref(),
         req.stream_arn.as_deref(),
     )?;
+    let (max, encryption_type) = put_settings(backend, &name).await?;
+    let mut v = Violations::new();
+    for (i, e) in entries.iter().enumerate() {
+        let prefix = format!("records.{}.member.", i + 1);
+        check_size(&mut v, &prefix, e.data.len(), e.partition_key.len(), max);
+    }
+    v.finish()?;
     let outcomes = backend.put_records(&name, entries).await?;
     if outcomes.len() != count {
         return Err(KinesisError::internal(format!(
@@ -213,7 +244,7 @@ pub async fn put_records<B: Backend>(
     Ok(PutRecordsOutput {
         failed_record_count: failed,
         records: results,
-        encryption_type: ENCRYPTION_NONE.to_string(),
+        encryption_type,
     })
 }
 

@@ -8,14 +8,14 @@ use spate_proto::kinesis::model::{
 };
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
-use super::{
-    arn_of, check_stream_ref, mode_details, no_enhanced_monitoring, resolve_stream, shard_model,
-    timestamp, ENCRYPTION_NONE, NAME,
-};
-use crate::api::backend::{Backend, StreamMode};
+use super::settings::{encryption_of, enhanced_monitoring};
+use super::tags::{check_tag_map, check_tags_semantics};
+use super::{arn_of, check_stream_ref, mode_details, resolve_stream, shard_model, timestamp, NAME};
+use crate::api::backend::{Backend, SettingsChange, StreamMode};
 use crate::api::ident::{parse_shard_id, shard_id};
 use crate::api::token;
 use crate::api::validate::Violations;
+use spate_proto::kinesis::model::WarmThroughput;
 
 const STREAM_MODES: &[&str] = &["PROVISIONED", "ON_DEMAND"];
 /// Upper bound of `ShardCount` accepted by validation.
@@ -46,8 +46,14 @@ pub async fn create_stream<B: Backend>(
             }
         }
     }
+    if let Some(tags) = &req.tags {
+        check_tag_map(&mut v, tags);
+    }
     v.finish()?;
     let name = req.stream_name.unwrap_or_default();
+    if let Some(tags) = &req.tags {
+        check_tags_semantics(&name, tags)?;
+    }
     tracing::Span::current().record("stream", name.as_str());
     let shard_count = req.shard_count.and_then(|n| u32::try_from(n).ok());
     let (shard_count, mode) = match (mode, shard_count) {
@@ -65,6 +71,11 @@ pub async fn create_stream<B: Backend>(
         (_, Some(n)) => (Some(n), StreamMode::Provisioned),
     };
     backend.create_stream(&name, shard_count, mode).await?;
+    if let Some(tags) = req.tags.filter(|t| !t.is_empty()) {
+        backend
+            .change_settings(&name, SettingsChange::AddTags(tags))
+            .await?;
+    }
     Ok(Empty {})
 }
 
@@ -113,6 +124,8 @@ pub async fn describe_stream<B: Backend>(
         req.stream_arn.as_deref(),
     )?;
     let d = backend.describe_stream(&name).await?;
+    let settings = backend.stream_settings(&name).await?;
+    let (encryption_type, key_id) = encryption_of(&settings);
     let limit = req
         .limit
         .and_then(|l| usize::try_from(l).ok())
@@ -141,9 +154,9 @@ pub async fn describe_stream<B: Backend>(
             has_more_shards: has_more,
             retention_period_hours: d.retention_hours,
             stream_creation_timestamp: timestamp(d.created_ms),
-            enhanced_monitoring: no_enhanced_monitoring(),
-            encryption_type: ENCRYPTION_NONE.to_string(),
-            key_id: None,
+            enhanced_monitoring: enhanced_monitoring(&settings),
+            encryption_type,
+            key_id,
         },
     })
 }
@@ -165,6 +178,8 @@ pub async fn describe_stream_summary<B: Backend>(
         req.stream_arn.as_deref(),
     )?;
     let d = backend.describe_stream(&name).await?;
+    let settings = backend.stream_settings(&name).await?;
+    let (encryption_type, key_id) = encryption_of(&settings);
     Ok(DescribeStreamSummaryOutput {
         stream_description_summary: StreamDescriptionSummary {
             stream_name: d.name.clone(),
@@ -173,11 +188,16 @@ pub async fn describe_stream_summary<B: Backend>(
             stream_mode_details: mode_details(&d),
             retention_period_hours: d.retention_hours,
             stream_creation_timestamp: timestamp(d.created_ms),
-            enhanced_monitoring: no_enhanced_monitoring(),
-            encryption_type: ENCRYPTION_NONE.to_string(),
-            key_id: None,
+            enhanced_monitoring: enhanced_monitoring(&settings),
+            encryption_type,
+            key_id,
             open_shard_count: d.open_shard_count,
             consumer_count: d.consumer_count,
+            warm_throughput: settings.warm_throughput_mibps.map(|m| WarmThroughput {
+                target_mibps: Some(m),
+                current_mibps: Some(m),
+            }),
+            max_record_size_in_kib: Some(settings.max_record_size_kib.unwrap_or(1024)),
         },
     })
 }

@@ -10,6 +10,7 @@ use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use spate_proto::kinesis::{KinesisError, KinesisResult};
 
+use crate::api::backend::{AccountSettings, SettingsChange, StreamSettings};
 use crate::api::backend::{
     Backend, ConsumerInfo, ConsumerState, GetRecordsOut, IteratorStart, PutEntry, PutOk,
     PutOutcome, RecordOut, ShardEvent, ShardInfo, StreamDescription, StreamMode, StreamStatus,
@@ -25,6 +26,7 @@ struct MemStream {
     desc: StreamDescription,
     /// Records per shard index.
     records: Vec<Vec<RecordOut>>,
+    settings: StreamSettings,
 }
 
 #[derive(Default)]
@@ -33,6 +35,7 @@ pub struct MemBackend {
     seq: Mutex<u64>,
     /// Consumers by (stream, name); registered consumers are ACTIVE at once.
     consumers: Mutex<BTreeMap<(String, String), ConsumerInfo>>,
+    account: Mutex<AccountSettings>,
 }
 
 fn not_found(name: &str) -> KinesisError {
@@ -96,6 +99,7 @@ impl Backend for MemBackend {
                     consumer_count: 0,
                 },
                 records: vec![Vec::new(); n as usize],
+                settings: StreamSettings::default(),
             },
         );
         Ok(())
@@ -303,6 +307,28 @@ impl Backend for MemBackend {
         tx.try_send(Ok(ev))
             .map_err(|_| KinesisError::internal("channel full"))?;
         Ok(rx)
+    }
+
+    async fn stream_settings(&self, name: &str) -> KinesisResult<StreamSettings> {
+        lock(&self.streams)
+            .get(name)
+            .map(|s| s.settings.clone())
+            .ok_or_else(|| not_found(name))
+    }
+
+    async fn change_settings(&self, name: &str, change: SettingsChange) -> KinesisResult<()> {
+        if lock(&self.account).apply(&change) {
+            return Ok(());
+        }
+        let mut streams = lock(&self.streams);
+        let s = streams.get_mut(name).ok_or_else(|| not_found(name))?;
+        s.settings
+            .apply(name, &change)
+            .map_err(|e| KinesisError::invalid(e.to_string()))
+    }
+
+    async fn account_settings(&self) -> KinesisResult<AccountSettings> {
+        Ok(lock(&self.account).clone())
     }
 
     fn region(&self) -> &str {

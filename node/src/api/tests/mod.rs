@@ -3,6 +3,7 @@
 
 mod efo;
 mod mem;
+mod settings;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use mem::MemBackend;
 
 const JSON: &str = "application/x-amz-json-1.1";
 const CBOR: &str = "application/x-amz-cbor-1.1";
+const DUMMY_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKID/20250101/us-east-1/kinesis/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=00";
 
 struct Server {
     addr: SocketAddr,
@@ -63,6 +65,8 @@ async fn send(
     let mut req = client
         .post(format!("http://{}/", srv.addr))
         .header("content-type", content_type)
+        .header("x-amz-date", "20250101T000000Z")
+        .header("authorization", DUMMY_AUTH)
         .body(body);
     if let Some(t) = target {
         req = req.header("x-amz-target", t);
@@ -253,6 +257,11 @@ async fn protocol_errors() {
     // Resharding is dispatched: an empty request fails validation, not dispatch.
     let r = call(&c, &srv, "SplitShard", json!({})).await;
     assert_error(&r, 400, "ValidationException");
+    let r = call(&c, &srv, "CreateQueue", json!({})).await;
+    assert_error(&r, 400, "UnknownOperationException");
+    assert!(r.json()["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("CreateQueue") && m.contains("not supported")));
     let r = send(
         &c,
         &srv,
