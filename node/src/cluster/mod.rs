@@ -163,6 +163,7 @@ pub(crate) fn route_error(e: RouteError) -> KinesisError {
         RouteError::Overloaded => {
             KinesisError::throttled("Rate exceeded for shard: too many requests waiting.")
         }
+        RouteError::Throttled(m) => KinesisError::throttled(m),
         RouteError::Unavailable(m) => {
             KinesisError::unavailable(format!("Shard unavailable, retry: {m}"))
         }

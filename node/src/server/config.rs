@@ -19,6 +19,9 @@ pub struct Config {
     pub kinesis: KinesisSection,
     #[serde(default)]
     pub raft: RaftTuning,
+    /// Per-shard throughput limits (`docs/capacity.md`).
+    #[serde(default)]
+    pub limits: crate::shard::throttle::Limits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -141,6 +144,21 @@ impl Config {
                 "raft: need heartbeat_ms < election_min_ms < election_max_ms".into(),
             ));
         }
+        let l = &self.limits;
+        if l.enabled
+            && [
+                l.shard_write_bytes_per_sec,
+                l.shard_write_records_per_sec,
+                l.shard_read_bytes_per_sec,
+                l.shard_read_calls_per_sec,
+                l.burst_ms,
+            ]
+            .contains(&0)
+        {
+            return Err(ConfigError::Invalid(
+                "limits: every rate and burst_ms must be positive (or set enabled = false)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -191,6 +209,7 @@ peers = [
             assert_eq!(cfg.kinesis.account_id, "000000000000");
             assert_eq!(cfg.raft.heartbeat_ms, 100);
             assert_eq!(cfg.advertised_peer(), "127.0.0.1:7401");
+            assert_eq!(cfg.limits, crate::shard::throttle::Limits::default());
             Ok(())
         });
     }
@@ -202,6 +221,24 @@ peers = [
             assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
             jail.create_file("bad2.toml", &SAMPLE.replace("id = 1\n", "id = 7\n"))?;
             assert!(Config::load(Some(Path::new("bad2.toml"))).is_err());
+            jail.create_file("bad3.toml", &format!("{SAMPLE}\n[limits]\nburst_ms = 0\n"))?;
+            assert!(Config::load(Some(Path::new("bad3.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_can_be_raised_or_disabled() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "l.toml",
+                &format!("{SAMPLE}\n[limits]\nshard_write_records_per_sec = 5000\n"),
+            )?;
+            jail.set_env("SPATE_LIMITS__ENABLED", "false");
+            let cfg = Config::load(Some(Path::new("l.toml"))).map_err(|e| e.to_string())?;
+            assert!(!cfg.limits.enabled);
+            assert_eq!(cfg.limits.shard_write_records_per_sec, 5000);
+            assert_eq!(cfg.limits.shard_write_bytes_per_sec, 1 << 20);
             Ok(())
         });
     }

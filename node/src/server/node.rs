@@ -111,6 +111,10 @@ impl Node {
             peers.clone(),
             registry.clone(),
             cfg.raft,
+            crate::shard::replica::Capacity {
+                limits: cfg.limits,
+                metrics: Default::default(),
+            },
         );
         tasks.push(tokio::spawn(shards.clone().run(meta.subscribe())));
         let shard_router = Arc::new(ShardRouter::new(

@@ -6,7 +6,8 @@
 //! a follower when the leader is unreachable.
 
 use openraft::async_runtime::WatchReceiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::GroupId;
@@ -14,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batcher::now_ms;
 use super::batcher::PutJob;
+use super::metrics::CapacityMetrics;
 use super::store::{Progress, ShardStore, StoredRecord};
+use super::throttle::{Limits, LoadBucket, LoadMeter, ShardThrottle, Throttled};
 use super::{RecordIn, ShardCommand, ShardIdentity, ShardRaft, ShardResponse};
 use openraft::errors::{ClientWriteError, RaftError};
 
@@ -44,6 +47,10 @@ pub enum ShardRequest {
     /// Trim records that arrived before `cutoff_ms` (retention). Leader only.
     Trim {
         cutoff_ms: u64,
+    },
+    /// The accepted writes of the last `secs` complete seconds (autoscaler). Leader only.
+    Load {
+        secs: u32,
     },
 }
 
@@ -89,6 +96,10 @@ pub enum ShardReply {
     },
     /// The shard's write queue is full.
     Overloaded,
+    /// Refused by the shard's throughput limits; nothing was applied.
+    Throttled(String),
+    /// Accepted writes per second, oldest first (answer to `Load`).
+    Load(Vec<LoadBucket>),
     /// The group cannot serve right now.
     Unavailable(String),
 }
@@ -101,6 +112,16 @@ pub struct ShardReplica {
     pub store: ShardStore,
     pub progress: Arc<Progress>,
     puts: mpsc::Sender<PutJob>,
+    capacity: Capacity,
+    throttle: Mutex<ShardThrottle>,
+    meter: Mutex<LoadMeter>,
+}
+
+/// The node-wide capacity settings every replica shares.
+#[derive(Debug, Clone, Default)]
+pub struct Capacity {
+    pub limits: Limits,
+    pub metrics: CapacityMetrics,
 }
 
 impl ShardReplica {
@@ -109,9 +130,11 @@ impl ShardReplica {
         identity: ShardIdentity,
         raft: ShardRaft,
         store: ShardStore,
+        capacity: Capacity,
     ) -> Self {
         let puts = super::batcher::spawn(raft.clone());
         let progress = store.progress();
+        let throttle = Mutex::new(ShardThrottle::new(&capacity.limits, Instant::now()));
         Self {
             group,
             identity,
@@ -119,7 +142,37 @@ impl ShardReplica {
             store,
             progress,
             puts,
+            capacity,
+            throttle,
+            meter: Mutex::new(LoadMeter::default()),
         }
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, ShardThrottle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn meter(&self) -> std::sync::MutexGuard<'_, LoadMeter> {
+        self.meter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits a put against the write limits, counting refusals.
+    fn admit_put(&self, records: &[RecordIn]) -> Result<(), Throttled> {
+        let bytes: u64 = records.iter().map(|r| r.billed_bytes() as u64).sum();
+        let n = records.len() as u64;
+        let admitted = self.throttle().admit_write(bytes, n, Instant::now());
+        if admitted.is_err() {
+            self.capacity.metrics.write_throttled.inc_by(n);
+            self.meter().record_throttled(now_ms() / 1000, n);
+        }
+        admitted
+    }
+
+    /// Meters an applied put.
+    fn accepted(&self, bytes: u64, records: u64) {
+        self.capacity.metrics.incoming_bytes.inc_by(bytes);
+        self.capacity.metrics.incoming_records.inc_by(records);
+        self.meter().record(now_ms() / 1000, bytes, records);
     }
 
     /// This replica's view of the group.
@@ -172,24 +225,50 @@ impl ShardReplica {
                         leader: self.raft.metrics().borrow_watched().current_leader,
                     };
                 }
+                if let Err(t) = self.admit_put(&records) {
+                    return ShardReply::Throttled(t.message().into());
+                }
+                let bytes: u64 = records.iter().map(|r| r.billed_bytes() as u64).sum();
+                let n = records.len() as u64;
                 let (tx, rx) = oneshot::channel();
                 if self.puts.try_send(PutJob { records, reply: tx }).is_err() {
                     return ShardReply::Overloaded;
                 }
-                rx.await
-                    .unwrap_or_else(|_| ShardReply::Unavailable("shard batcher stopped".into()))
+                let reply = rx
+                    .await
+                    .unwrap_or_else(|_| ShardReply::Unavailable("shard batcher stopped".into()));
+                if matches!(reply, ShardReply::Appended { .. }) {
+                    self.accepted(bytes, n);
+                }
+                reply
             }
             ShardRequest::Read {
                 from,
                 limit,
                 max_bytes,
             } => {
+                // Only the leader (which serves reads first) enforces the read limits; a
+                // follower answers reads only while the leader is unreachable.
+                let leader = self.is_leader();
+                if leader {
+                    if let Err(t) = self.throttle().admit_read(Instant::now()) {
+                        self.capacity.metrics.read_throttled.inc();
+                        return ShardReply::Throttled(t.message().into());
+                    }
+                }
                 let store = self.store.clone();
                 let progress = self.progress.clone();
                 let read = tokio::task::spawn_blocking(move || {
                     store.read(from, limit as usize, max_bytes as usize)
                 })
                 .await;
+                if let (true, Ok(Ok(records))) = (leader, &read) {
+                    let bytes: u64 = records
+                        .iter()
+                        .map(|r| (r.record.data.len() + r.record.partition_key.len()) as u64)
+                        .sum();
+                    self.throttle().charge_read(bytes, Instant::now());
+                }
                 match read {
                     Ok(Ok(records)) => ShardReply::Records {
                         records: records.into_iter().map(|r| (r.ordinal, r.record)).collect(),
@@ -213,6 +292,14 @@ impl ShardReplica {
             ShardRequest::Seal => self.propose(ShardCommand::Seal { now_ms: now_ms() }).await,
             ShardRequest::Trim { cutoff_ms } => {
                 self.propose(ShardCommand::Trim { cutoff_ms }).await
+            }
+            ShardRequest::Load { secs } => {
+                if !self.is_leader() {
+                    return ShardReply::NotLeader {
+                        leader: self.raft.metrics().borrow_watched().current_leader,
+                    };
+                }
+                ShardReply::Load(self.meter().recent(now_ms() / 1000, secs as usize))
             }
         }
     }
