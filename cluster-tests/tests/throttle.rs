@@ -59,7 +59,10 @@ async fn shard_limits_throttle_writes_and_reads() -> Result<()> {
             .iter()
             .filter(|r| r.error_code.is_some())
             .count() as u64;
-        ensure!(out.failed_record_count == failed, "FailedRecordCount mismatch");
+        ensure!(
+            out.failed_record_count == failed,
+            "FailedRecordCount mismatch"
+        );
         for (e, r) in entries.iter().zip(&out.records) {
             match &r.error_code {
                 None => acked.push(e.data.clone()),
@@ -89,7 +92,11 @@ async fn shard_limits_throttle_writes_and_reads() -> Result<()> {
     // Throttled records were not applied: the shard holds exactly the acknowledged ones.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut it = c
-        .get_shard_iterator("throttled", "shardId-000000000000", &IteratorType::TrimHorizon)
+        .get_shard_iterator(
+            "throttled",
+            "shardId-000000000000",
+            &IteratorType::TrimHorizon,
+        )
         .await?;
     let mut read = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -97,14 +104,21 @@ async fn shard_limits_throttle_writes_and_reads() -> Result<()> {
         match c.get_records(&it, Some(10_000)).await {
             Ok(out) => {
                 read.extend(out.records.into_iter().map(|r| r.data));
-                it = out.next_shard_iterator.context("open shard has a next iterator")?;
+                it = out
+                    .next_shard_iterator
+                    .context("open shard has a next iterator")?;
             }
             Err(e) if e.kind == THROTTLED => {}
             Err(e) => return Err(e.into()),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    ensure!(read == acked, "read {} records, acked {}", read.len(), acked.len());
+    ensure!(
+        read == acked,
+        "read {} records, acked {}",
+        read.len(),
+        acked.len()
+    );
 
     // A PutRecord over the byte budget: 1 MiB - 1 KiB drains it, the next one is refused.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -115,7 +129,10 @@ async fn shard_limits_throttle_writes_and_reads() -> Result<()> {
         .await
         .err()
         .context("second 1 MiB PutRecord within a second was accepted")?;
-    ensure!(err.kind == THROTTLED && err.status == Some(400), "got {err}");
+    ensure!(
+        err.kind == THROTTLED && err.status == Some(400),
+        "got {err}"
+    );
 
     // GetRecords at 10 calls/s for 4 s: about 5/s (plus the burst) get through.
     tokio::time::sleep(Duration::from_secs(2)).await;
