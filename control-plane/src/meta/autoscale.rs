@@ -29,9 +29,15 @@ use super::state::{CapacityMode, ShardMeta, ShardState, StreamMeta, StreamStatus
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AutoscaleParams {
-    /// Per-shard write byte limit (utilisation 1.0), bytes/s.
+    /// Run the autoscaler at all.
+    pub enabled: bool,
+    /// How often the autoscaler evaluates each ON_DEMAND stream, ms.
+    pub interval_ms: u64,
+    /// Per-shard write byte limit (utilisation 1.0), bytes/s; taken from `[limits]`.
+    #[serde(skip)]
     pub shard_write_bytes_per_sec: u64,
-    /// Per-shard write record limit (utilisation 1.0), records/s.
+    /// Per-shard write record limit (utilisation 1.0), records/s; taken from `[limits]`.
+    #[serde(skip)]
     pub shard_write_records_per_sec: u64,
     /// Utilisation at or above which a second counts as hot.
     pub split_threshold: f64,
@@ -56,6 +62,8 @@ pub struct AutoscaleParams {
 impl Default for AutoscaleParams {
     fn default() -> Self {
         Self {
+            enabled: true,
+            interval_ms: 10_000,
             shard_write_bytes_per_sec: 1 << 20,
             shard_write_records_per_sec: 1_000,
             split_threshold: 0.5,

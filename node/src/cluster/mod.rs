@@ -2,6 +2,7 @@
 //! map, hashes records to shards, fans PutRecords out per shard in parallel, routes shard
 //! requests to leaders, and issues/decodes iterator tokens with the cluster's keys.
 
+pub mod autoscaler;
 pub mod controller;
 pub mod forward;
 mod records;

@@ -22,6 +22,9 @@ pub struct Config {
     /// Per-shard throughput limits (`docs/capacity.md`).
     #[serde(default)]
     pub limits: crate::shard::throttle::Limits,
+    /// The on-demand autoscaler (`docs/capacity.md`).
+    #[serde(default)]
+    pub autoscale: spate_control_plane::meta::autoscale::AutoscaleParams,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -159,7 +162,27 @@ impl Config {
                 "limits: every rate and burst_ms must be positive (or set enabled = false)".into(),
             ));
         }
+        let a = &self.autoscale;
+        if a.window_secs == 0 || a.window_secs > 119 {
+            return Err(ConfigError::Invalid(
+                "autoscale.window_secs must be between 1 and 119".into(),
+            ));
+        }
+        if !(a.merge_threshold < a.split_threshold && a.split_threshold > 0.0) {
+            return Err(ConfigError::Invalid(
+                "autoscale: need 0 < merge_threshold < split_threshold".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The autoscaler's parameters, with the per-shard write limits of `[limits]`.
+    pub fn autoscale_params(&self) -> spate_control_plane::meta::autoscale::AutoscaleParams {
+        spate_control_plane::meta::autoscale::AutoscaleParams {
+            shard_write_bytes_per_sec: self.limits.shard_write_bytes_per_sec,
+            shard_write_records_per_sec: self.limits.shard_write_records_per_sec,
+            ..self.autoscale
+        }
     }
 
     /// The address other nodes dial to reach this node.

@@ -41,6 +41,7 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
             kinesis: KinesisSection::default(),
             raft: RaftTuning::default(),
             limits: crate::shard::throttle::Limits::default(),
+            autoscale: Default::default(),
         })
         .collect()
 }

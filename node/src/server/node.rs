@@ -148,6 +148,11 @@ impl Node {
             shard_router.clone(),
             timing,
         )));
+        tasks.push(tokio::spawn(crate::cluster::autoscaler::run(
+            meta.clone(),
+            shard_router.clone(),
+            cfg.autoscale_params(),
+        )));
         tasks.push(tokio::spawn(controller::retention(
             meta.clone(),
             shards.clone(),
