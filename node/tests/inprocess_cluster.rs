@@ -63,6 +63,13 @@ fn configs(dir: &Path, ports: &[Ports]) -> Vec<Config> {
             raft: Default::default(),
             tls: Default::default(),
             auth: Default::default(),
+            // This test reads back every shard as fast as it can; throughput limits are
+            // tested elsewhere (cluster-tests/tests/throttle.rs).
+            limits: spate_node::shard::throttle::Limits {
+                enabled: false,
+                ..Default::default()
+            },
+            autoscale: Default::default(),
         })
         .collect()
 }

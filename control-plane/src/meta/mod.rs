@@ -4,8 +4,10 @@
 //! * [`state`]: the pure state machine core — commands in, new state and a response out.
 //! * [`store`]: its openraft adapter, persisted in the node's RocksDB, publishing every new
 //!   state on a watch channel (the node's shard map).
+//! * [`autoscale`]: the on-demand autoscaler's pure planner.
 //! * [`handle`]: proposes commands through the current meta leader, from any node.
 
+pub mod autoscale;
 pub mod consumers;
 pub mod handle;
 pub mod reshard;

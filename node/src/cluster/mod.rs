@@ -2,6 +2,7 @@
 //! map, hashes records to shards, fans PutRecords out per shard in parallel, routes shard
 //! requests to leaders, and issues/decodes iterator tokens with the cluster's keys.
 
+pub mod autoscaler;
 pub mod controller;
 pub mod efo;
 pub mod forward;
@@ -168,6 +169,7 @@ pub(crate) fn route_error(e: RouteError) -> KinesisError {
         RouteError::Overloaded => {
             KinesisError::throttled("Rate exceeded for shard: too many requests waiting.")
         }
+        RouteError::Throttled(m) => KinesisError::throttled(m),
         RouteError::Unavailable(m) => {
             KinesisError::unavailable(format!("Shard unavailable, retry: {m}"))
         }

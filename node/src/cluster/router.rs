@@ -34,6 +34,9 @@ pub enum RouteError {
     /// The leader's write queue is full.
     #[error("shard overloaded")]
     Overloaded,
+    /// Refused by the shard's throughput limits; not applied.
+    #[error("throttled: {0}")]
+    Throttled(String),
 }
 
 /// Routes shard requests.
@@ -167,6 +170,7 @@ impl ShardRouter {
                 }
                 Hop::Reply(ShardReply::Unavailable(e)) => last_err = e,
                 Hop::Reply(ShardReply::Overloaded) => return Err(RouteError::Overloaded),
+                Hop::Reply(ShardReply::Throttled(m)) => return Err(RouteError::Throttled(m)),
                 Hop::Reply(reply) => {
                     self.remember(shard.group, target);
                     return Ok(reply);

@@ -162,6 +162,7 @@ async fn metrics(State(st): State<AdminState>) -> Response {
             .map(|v| v.next_ordinal.saturating_sub(1) as i64)
             .sum(),
     );
+    st.shards.capacity_metrics().register(&mut registry);
     let mut body = String::new();
     if encode(&mut body, &registry).is_err() {
         return (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response();

@@ -19,6 +19,12 @@ pub struct Config {
     pub kinesis: KinesisSection,
     #[serde(default)]
     pub raft: RaftTuning,
+    /// Per-shard throughput limits (`docs/capacity.md`).
+    #[serde(default)]
+    pub limits: crate::shard::throttle::Limits,
+    /// The on-demand autoscaler (`docs/capacity.md`).
+    #[serde(default)]
+    pub autoscale: spate_control_plane::meta::autoscale::AutoscaleParams,
     #[serde(default)]
     pub tls: TlsSection,
     #[serde(default)]
@@ -192,7 +198,42 @@ impl Config {
                 "raft: need heartbeat_ms < election_min_ms < election_max_ms".into(),
             ));
         }
+        let l = &self.limits;
+        if l.enabled
+            && [
+                l.shard_write_bytes_per_sec,
+                l.shard_write_records_per_sec,
+                l.shard_read_bytes_per_sec,
+                l.shard_read_calls_per_sec,
+                l.burst_ms,
+            ]
+            .contains(&0)
+        {
+            return Err(ConfigError::Invalid(
+                "limits: every rate and burst_ms must be positive (or set enabled = false)".into(),
+            ));
+        }
+        let a = &self.autoscale;
+        if a.window_secs == 0 || a.window_secs > 119 {
+            return Err(ConfigError::Invalid(
+                "autoscale.window_secs must be between 1 and 119".into(),
+            ));
+        }
+        if !(a.merge_threshold < a.split_threshold && a.split_threshold > 0.0) {
+            return Err(ConfigError::Invalid(
+                "autoscale: need 0 < merge_threshold < split_threshold".into(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The autoscaler's parameters, with the per-shard write limits of `[limits]`.
+    pub fn autoscale_params(&self) -> spate_control_plane::meta::autoscale::AutoscaleParams {
+        spate_control_plane::meta::autoscale::AutoscaleParams {
+            shard_write_bytes_per_sec: self.limits.shard_write_bytes_per_sec,
+            shard_write_records_per_sec: self.limits.shard_write_records_per_sec,
+            ..self.autoscale
+        }
     }
 
     /// The address other nodes dial to reach this node.
@@ -257,6 +298,7 @@ peers = [
             jail.set_env("SPATE_TLS__KEY", "");
             jail.set_env("SPATE_AUTH__SECRET_ACCESS_KEY", "");
             assert!(Config::load(Some(Path::new("n.toml"))).is_err());
+            assert_eq!(cfg.limits, crate::shard::throttle::Limits::default());
             Ok(())
         });
     }
@@ -268,6 +310,24 @@ peers = [
             assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
             jail.create_file("bad2.toml", &SAMPLE.replace("id = 1\n", "id = 7\n"))?;
             assert!(Config::load(Some(Path::new("bad2.toml"))).is_err());
+            jail.create_file("bad3.toml", &format!("{SAMPLE}\n[limits]\nburst_ms = 0\n"))?;
+            assert!(Config::load(Some(Path::new("bad3.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn limits_can_be_raised_or_disabled() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "l.toml",
+                &format!("{SAMPLE}\n[limits]\nshard_write_records_per_sec = 5000\n"),
+            )?;
+            jail.set_env("SPATE_LIMITS__ENABLED", "false");
+            let cfg = Config::load(Some(Path::new("l.toml"))).map_err(|e| e.to_string())?;
+            assert!(!cfg.limits.enabled);
+            assert_eq!(cfg.limits.shard_write_records_per_sec, 5000);
+            assert_eq!(cfg.limits.shard_write_bytes_per_sec, 1 << 20);
             Ok(())
         });
     }

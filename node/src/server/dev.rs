@@ -49,6 +49,8 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
                 key: Some(DevCert::paths(data_dir).key),
             },
             auth: AuthSection::default(),
+            limits: crate::shard::throttle::Limits::default(),
+            autoscale: Default::default(),
         })
         .collect()
 }

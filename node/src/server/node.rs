@@ -114,6 +114,10 @@ impl Node {
             peers.clone(),
             registry.clone(),
             cfg.raft,
+            crate::shard::replica::Capacity {
+                limits: cfg.limits,
+                metrics: Default::default(),
+            },
         );
         tasks.push(tokio::spawn(shards.clone().run(meta.subscribe())));
         let shard_router = Arc::new(ShardRouter::new(
@@ -146,6 +150,11 @@ impl Node {
             meta.clone(),
             shard_router.clone(),
             timing,
+        )));
+        tasks.push(tokio::spawn(crate::cluster::autoscaler::run(
+            meta.clone(),
+            shard_router.clone(),
+            cfg.autoscale_params(),
         )));
         tasks.push(tokio::spawn(controller::retention(
             meta.clone(),

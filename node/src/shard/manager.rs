@@ -17,7 +17,8 @@ use spate_control_plane::raft::registry::{GroupRegistry, RaftEndpoint};
 use spate_control_plane::raft::{GroupId, NodeId, RaftTuning};
 use tokio::sync::watch;
 
-use super::replica::ShardReplica;
+use super::metrics::CapacityMetrics;
+use super::replica::{Capacity, ShardReplica};
 use super::store::ShardStore;
 use super::{ShardIdentity, ShardTypeConfig};
 
@@ -29,6 +30,7 @@ pub struct ShardManager {
     peers: Arc<PeerChannels>,
     registry: Arc<GroupRegistry>,
     tuning: RaftTuning,
+    capacity: Capacity,
     replicas: RwLock<HashMap<GroupId, Arc<ShardReplica>>>,
 }
 
@@ -45,6 +47,7 @@ impl ShardManager {
         peers: Arc<PeerChannels>,
         registry: Arc<GroupRegistry>,
         tuning: RaftTuning,
+        capacity: Capacity,
     ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
@@ -53,8 +56,14 @@ impl ShardManager {
             peers,
             registry,
             tuning,
+            capacity,
             replicas: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// The capacity counters of this node's replicas.
+    pub fn capacity_metrics(&self) -> &CapacityMetrics {
+        &self.capacity.metrics
     }
 
     /// The hosted replica of `group`, if any.
@@ -160,7 +169,13 @@ impl ShardManager {
                 tracing::debug!(group, error = %e, "initialize (another replica may have done it)");
             }
         }
-        let replica = Arc::new(ShardReplica::new(group, placement.identity, raft, store));
+        let replica = Arc::new(ShardReplica::new(
+            group,
+            placement.identity,
+            raft,
+            store,
+            self.capacity.clone(),
+        ));
         self.replicas
             .write()
             .unwrap_or_else(|p| p.into_inner())

@@ -5,11 +5,15 @@
 //! * [`batcher`]: on the leader, coalesces concurrent puts into one `Append` entry.
 //! * [`replica`]: one hosted shard group and the requests it serves (put, read, position).
 //! * [`manager`]: follows the shard map and starts/stops this node's shard groups.
+//! * [`throttle`]: per-shard token-bucket limits and the per-second load meter.
+//! * [`metrics`]: the node's capacity counters (CloudWatch names).
 
 pub mod batcher;
 pub mod manager;
+pub mod metrics;
 pub mod replica;
 pub mod store;
+pub mod throttle;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,8 @@
 //! a follower when the leader is unreachable.
 
 use openraft::async_runtime::WatchReceiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::GroupId;
@@ -14,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batcher::now_ms;
 use super::batcher::PutJob;
+use super::metrics::CapacityMetrics;
 use super::store::{Progress, ShardStore, StoredRecord};
+use super::throttle::{Limits, LoadBucket, LoadMeter, ShardThrottle, Throttled};
 use super::{RecordIn, ShardCommand, ShardIdentity, ShardRaft, ShardResponse};
 use openraft::errors::{ClientWriteError, RaftError};
 
@@ -52,6 +55,10 @@ pub enum ShardRequest {
         limit: u32,
         max_bytes: u64,
         wait_ms: u64,
+    },
+    /// The accepted writes of the last `secs` complete seconds (autoscaler). Leader only.
+    Load {
+        secs: u32,
     },
 }
 
@@ -100,6 +107,10 @@ pub enum ShardReply {
     },
     /// The shard's write queue is full.
     Overloaded,
+    /// Refused by the shard's throughput limits; nothing was applied.
+    Throttled(String),
+    /// Accepted writes per second, oldest first (answer to `Load`).
+    Load(Vec<LoadBucket>),
     /// The group cannot serve right now.
     Unavailable(String),
 }
@@ -112,6 +123,16 @@ pub struct ShardReplica {
     pub store: ShardStore,
     pub progress: Arc<Progress>,
     puts: mpsc::Sender<PutJob>,
+    capacity: Capacity,
+    throttle: Mutex<ShardThrottle>,
+    meter: Mutex<LoadMeter>,
+}
+
+/// The node-wide capacity settings every replica shares.
+#[derive(Debug, Clone, Default)]
+pub struct Capacity {
+    pub limits: Limits,
+    pub metrics: CapacityMetrics,
 }
 
 impl ShardReplica {
@@ -120,9 +141,11 @@ impl ShardReplica {
         identity: ShardIdentity,
         raft: ShardRaft,
         store: ShardStore,
+        capacity: Capacity,
     ) -> Self {
         let puts = super::batcher::spawn(raft.clone());
         let progress = store.progress();
+        let throttle = Mutex::new(ShardThrottle::new(&capacity.limits, Instant::now()));
         Self {
             group,
             identity,
@@ -130,7 +153,37 @@ impl ShardReplica {
             store,
             progress,
             puts,
+            capacity,
+            throttle,
+            meter: Mutex::new(LoadMeter::default()),
         }
+    }
+
+    fn throttle(&self) -> std::sync::MutexGuard<'_, ShardThrottle> {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn meter(&self) -> std::sync::MutexGuard<'_, LoadMeter> {
+        self.meter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admits a put against the write limits, counting refusals.
+    fn admit_put(&self, records: &[RecordIn]) -> Result<(), Throttled> {
+        let bytes: u64 = records.iter().map(|r| r.billed_bytes() as u64).sum();
+        let n = records.len() as u64;
+        let admitted = self.throttle().admit_write(bytes, n, Instant::now());
+        if admitted.is_err() {
+            self.capacity.metrics.write_throttled.inc_by(n);
+            self.meter().record_throttled(now_ms() / 1000, n);
+        }
+        admitted
+    }
+
+    /// Meters an applied put.
+    fn accepted(&self, bytes: u64, records: u64) {
+        self.capacity.metrics.incoming_bytes.inc_by(bytes);
+        self.capacity.metrics.incoming_records.inc_by(records);
+        self.meter().record(now_ms() / 1000, bytes, records);
     }
 
     /// This replica's view of the group.
@@ -203,18 +256,47 @@ impl ShardReplica {
                         leader: self.raft.metrics().borrow_watched().current_leader,
                     };
                 }
+                if let Err(t) = self.admit_put(&records) {
+                    return ShardReply::Throttled(t.message().into());
+                }
+                let bytes: u64 = records.iter().map(|r| r.billed_bytes() as u64).sum();
+                let n = records.len() as u64;
                 let (tx, rx) = oneshot::channel();
                 if self.puts.try_send(PutJob { records, reply: tx }).is_err() {
                     return ShardReply::Overloaded;
                 }
-                rx.await
-                    .unwrap_or_else(|_| ShardReply::Unavailable("shard batcher stopped".into()))
+                let reply = rx
+                    .await
+                    .unwrap_or_else(|_| ShardReply::Unavailable("shard batcher stopped".into()));
+                if matches!(reply, ShardReply::Appended { .. }) {
+                    self.accepted(bytes, n);
+                }
+                reply
             }
             ShardRequest::Read {
                 from,
                 limit,
                 max_bytes,
-            } => self.read(from, limit, max_bytes).await,
+            } => {
+                // Only the leader (which serves reads first) enforces the read limits; a
+                // follower answers reads only while the leader is unreachable.
+                let leader = self.is_leader();
+                if leader {
+                    if let Err(t) = self.throttle().admit_read(Instant::now()) {
+                        self.capacity.metrics.read_throttled.inc();
+                        return ShardReply::Throttled(t.message().into());
+                    }
+                }
+                let reply = self.read(from, limit, max_bytes).await;
+                if let (true, ShardReply::Records { records, .. }) = (leader, &reply) {
+                    let bytes: u64 = records
+                        .iter()
+                        .map(|(_, r)| (r.data.len() + r.partition_key.len()) as u64)
+                        .sum();
+                    self.throttle().charge_read(bytes, Instant::now());
+                }
+                reply
+            }
             ShardRequest::ReadWait {
                 from,
                 limit,
@@ -239,6 +321,14 @@ impl ShardReplica {
             ShardRequest::Seal => self.propose(ShardCommand::Seal { now_ms: now_ms() }).await,
             ShardRequest::Trim { cutoff_ms } => {
                 self.propose(ShardCommand::Trim { cutoff_ms }).await
+            }
+            ShardRequest::Load { secs } => {
+                if !self.is_leader() {
+                    return ShardReply::NotLeader {
+                        leader: self.raft.metrics().borrow_watched().current_leader,
+                    };
+                }
+                ShardReply::Load(self.meter().recent(now_ms() / 1000, secs as usize))
             }
         }
     }
