@@ -26,10 +26,11 @@ use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::client::KinesisClient;
 use crate::harness::{Cluster, ClusterOpts};
 use crate::history::{check, Outcome, ProducerAttempt};
 use crate::netns::{self, NetLab};
-use crate::workload::{final_read, Recorder, Workload, WorkloadOpts};
+use crate::workload::{encode_payload, final_read, Recorder, Workload, WorkloadOpts};
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -207,6 +208,8 @@ pub struct Nemesis<'a> {
     pub recorder: Arc<Recorder>,
     pub events: Vec<FaultEvent>,
     paused: BTreeSet<usize>,
+    /// Starting hash key of every shard (for probes with `ExplicitHashKey`).
+    probe_keys: BTreeMap<String, String>,
 }
 
 impl<'a> Nemesis<'a> {
@@ -223,7 +226,109 @@ impl<'a> Nemesis<'a> {
             recorder,
             events: Vec::new(),
             paused: BTreeSet::new(),
+            probe_keys: BTreeMap::new(),
         }
+    }
+
+    /// Enable failover probes: `shard id -> starting hash key`.
+    pub fn with_probes(mut self, keys: BTreeMap<String, String>) -> Self {
+        self.probe_keys = keys;
+        self
+    }
+
+    /// Hold a leader fault for `hold` while probing `shard` through the nodes not in
+    /// `faulty` with 1 s timeouts until the first ack: a precise failover time that does not
+    /// depend on where the writers happen to be stuck. Every attempt goes into the history.
+    async fn hold_probing(
+        &self,
+        step: usize,
+        shard: Option<&str>,
+        faulty: &[usize],
+        hold: Duration,
+    ) -> String {
+        let until = Instant::now() + hold;
+        let hash = shard.and_then(|s| self.probe_keys.get(s));
+        let (Some(shard), Some(hash)) = (shard, hash) else {
+            tokio::time::sleep(hold).await;
+            return String::new();
+        };
+        let eps: Vec<_> = (0..self.cluster.len())
+            .filter(|i| !faulty.contains(i))
+            .map(|i| KinesisClient::with_timeout(&self.cluster.api_url(i), Duration::from_secs(1)))
+            .collect();
+        if eps.is_empty() {
+            tokio::time::sleep(hold).await;
+            return String::new();
+        }
+        let t0 = self.recorder.now_ms();
+        let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+        let mut acked_after = None;
+        let key = format!("probe-{step}");
+        let id = format!("probe-{step}-0");
+        let data = encode_payload(&id, &key, 0, 0);
+        let mut attempt = 0u32;
+        while Instant::now() < until {
+            attempt += 1;
+            let c = &eps[attempt as usize % eps.len()];
+            let started = self.recorder.now_ms();
+            let res = c.put_record(&self.stream, &key, &data, Some(hash)).await;
+            let at = self.recorder.now_ms();
+            let outcome = match &res {
+                Ok(a) => Outcome::Ok {
+                    shard_id: a.shard_id.clone(),
+                    seq: a.sequence_number.clone(),
+                },
+                Err(e) if e.outcome_unknown() => Outcome::Unknown(e.to_string()),
+                Err(e) => Outcome::Failed(e.to_string()),
+            };
+            self.recorder.attempt(ProducerAttempt {
+                payload_id: id.clone(),
+                partition_key: key.clone(),
+                key_counter: 0,
+                attempt,
+                started_ms: started,
+                at_ms: at,
+                outcome,
+            });
+            match res {
+                Ok(a) => {
+                    if a.shard_id != shard {
+                        eprintln!("nemesis: probe for {shard} landed in {}", a.shard_id);
+                    }
+                    acked_after = Some(at - t0);
+                    break;
+                }
+                Err(e) => {
+                    *errors.entry(e.kind.clone()).or_default() += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+            }
+        }
+        tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
+        format!(
+            "probe {shard}: {attempt} attempts, ack after {} ms, errors {errors:?}",
+            acked_after.map_or("-".to_string(), |a| a.to_string())
+        )
+    }
+
+    /// What every running node says about the leader of `shard`.
+    async fn leader_views(&mut self, shard: &str) -> String {
+        let mut v = Vec::new();
+        for i in 0..self.cluster.len() {
+            if !self.cluster.is_running(i) {
+                continue;
+            }
+            let l = match self.cluster.shards(i).await {
+                Ok(rs) => rs
+                    .into_iter()
+                    .find(|r| r.stream == self.stream && r.shard_id == shard)
+                    .map(|r| format!("{:?}", r.leader))
+                    .unwrap_or("absent".into()),
+                Err(_) => "?".into(),
+            };
+            v.push(format!("n{i}:{l}"));
+        }
+        v.join(",")
     }
 
     async fn shard_leader(&mut self, pick: u64) -> (String, Option<usize>) {
@@ -280,7 +385,14 @@ impl<'a> Nemesis<'a> {
                 ev.nodes = vec![target];
                 ev.start_ms = self.recorder.now_ms();
                 self.cluster.kill(target)?;
-                tokio::time::sleep(hold).await;
+                let views = match ev.shard.clone() {
+                    Some(sh) => self.leader_views(&sh).await,
+                    None => String::new(),
+                };
+                let p = self
+                    .hold_probing(idx, ev.shard.as_deref(), &ev.nodes, hold)
+                    .await;
+                ev.note = format!("{} leaders [{views}] {p}", ev.note);
                 ev.end_ms = self.recorder.now_ms();
                 self.cluster.start_node(target)?;
                 self.cluster
@@ -305,7 +417,14 @@ impl<'a> Nemesis<'a> {
                 ev.start_ms = self.recorder.now_ms();
                 self.cluster.pause(target)?;
                 self.paused.insert(target);
-                tokio::time::sleep(hold).await;
+                let views = match ev.shard.clone() {
+                    Some(sh) => self.leader_views(&sh).await,
+                    None => String::new(),
+                };
+                let p = self
+                    .hold_probing(idx, ev.shard.as_deref(), &ev.nodes, hold)
+                    .await;
+                ev.note = format!("{} leaders [{views}] {p}", ev.note);
                 self.cluster.resume(target)?;
                 self.paused.remove(&target);
                 ev.end_ms = self.recorder.now_ms();
@@ -393,9 +512,17 @@ impl<'a> Nemesis<'a> {
                     }
                     _ => unreachable!(),
                 };
-                ev.start_ms = self.recorder.now_ms();
                 lab.set_drops(&drops)?;
-                tokio::time::sleep(hold).await;
+                // From here on the drops are in place (installing them takes a few ms).
+                ev.start_ms = self.recorder.now_ms();
+                let views = match ev.shard.clone() {
+                    Some(sh) => self.leader_views(&sh).await,
+                    None => String::new(),
+                };
+                let p = self
+                    .hold_probing(idx, ev.shard.as_deref(), &ev.nodes, hold)
+                    .await;
+                ev.note = format!("{} leaders [{views}] {p}", ev.note);
                 lab.heal()?;
                 ev.end_ms = self.recorder.now_ms();
             }
@@ -637,11 +764,16 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
     let c0 = cluster.client(0);
     c0.ensure_stream(&o.stream, o.shards, Duration::from_secs(30))
         .await?;
-    let shard_ids: Vec<String> = c0
-        .list_shards(&o.stream)
-        .await?
-        .into_iter()
-        .map(|s| s.shard_id)
+    let shards = c0.list_shards(&o.stream).await?;
+    let shard_ids: Vec<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
+    let probe_keys: BTreeMap<String, String> = shards
+        .iter()
+        .map(|s| {
+            (
+                s.shard_id.clone(),
+                s.hash_key_range.starting_hash_key.clone(),
+            )
+        })
         .collect();
     let sched = Schedule::generate(
         o.seed,
@@ -660,7 +792,8 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
     let mut wl = Workload::start(&wopts, &cluster.clients(), &shard_ids);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = {
-        let mut nem = Nemesis::new(cluster, &o.stream, &shard_ids, wl.recorder.clone());
+        let mut nem = Nemesis::new(cluster, &o.stream, &shard_ids, wl.recorder.clone())
+            .with_probes(probe_keys);
         let run = nem.run(&sched).await;
         let healed = nem.heal_all().await;
         run?;
@@ -902,6 +1035,9 @@ mod tests {
         assert_eq!(st[0].worst_shard, "s0");
         assert_eq!(st[0].unavail_ms, 2_000);
         let t = summarize(&st);
-        assert!(t.contains("kill-shard-leader | 1 | 2200 / 2200 / 2200"), "{t}");
+        assert!(
+            t.contains("kill-shard-leader | 1 | 2200 / 2200 / 2200"),
+            "{t}"
+        );
     }
 }

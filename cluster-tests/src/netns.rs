@@ -182,7 +182,15 @@ impl NetLab {
             run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
             run(
                 "ip",
-                &["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+                &[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    "eth0",
+                ],
             )?;
             run("ip", &["-n", ns, "link", "set", "eth0", "up"])?;
             Ok(())
@@ -262,9 +270,8 @@ impl NetLab {
                 continue;
             }
             // `add table` + `delete table` makes the delete succeed whether or not it exists.
-            let mut script = String::from(
-                "add table inet spate_chaos\ndelete table inet spate_chaos\n",
-            );
+            let mut script =
+                String::from("add table inet spate_chaos\ndelete table inet spate_chaos\n");
             if !srcs.is_empty() {
                 script.push_str(&format!(
                     "table inet spate_chaos {{\n  chain input {{\n    type filter hook input \

@@ -26,7 +26,11 @@ fn run(o: ChaosOpts, limit: Duration) {
     eprintln!(
         "chaos: seed {}, {} network namespaces",
         o.seed,
-        if lab.is_some() { "in" } else { "without (127.0.0.x)" }
+        if lab.is_some() {
+            "in"
+        } else {
+            "without (127.0.0.x)"
+        }
     );
     let res = run_in_lab(lab, move |lab| async move {
         tokio::time::timeout(limit, chaos_scenario(lab, &o)).await
