@@ -198,6 +198,10 @@ pub struct FaultEvent {
     pub start_ms: u64,
     pub end_ms: u64,
     pub note: String,
+    /// Leaders just before the fault.
+    pub leaders: String,
+    /// Ack times of the probes that ran during the fault, per shard.
+    pub probe_acks: BTreeMap<String, Vec<u64>>,
 }
 
 /// Runs faults against a cluster.
@@ -236,99 +240,107 @@ impl<'a> Nemesis<'a> {
         self
     }
 
-    /// Hold a leader fault for `hold` while probing `shard` through the nodes not in
-    /// `faulty` with 1 s timeouts until the first ack: a precise failover time that does not
-    /// depend on where the writers happen to be stuck. Every attempt goes into the history.
-    async fn hold_probing(
-        &self,
-        step: usize,
-        shard: Option<&str>,
-        faulty: &[usize],
-        hold: Duration,
-    ) -> String {
-        let until = Instant::now() + hold;
-        let hash = shard.and_then(|s| self.probe_keys.get(s));
-        let (Some(shard), Some(hash)) = (shard, hash) else {
-            tokio::time::sleep(hold).await;
-            return String::new();
-        };
-        let eps: Vec<_> = (0..self.cluster.len())
-            .filter(|i| !faulty.contains(i))
+    /// Hold a fault for `hold` while one probe per shard writes through the nodes not in
+    /// `exclude` (1 s timeouts, one record in flight per shard, retried until acknowledged):
+    /// the ack times give failover and unavailability independent of where the writers happen
+    /// to be stuck. Every probe attempt goes into the history. Fills `ev.probe_acks`.
+    async fn hold_probing(&self, ev: &mut FaultEvent, exclude: &[usize], hold: Duration) {
+        let eps: Vec<KinesisClient> = (0..self.cluster.len())
+            .filter(|i| !exclude.contains(i))
             .map(|i| KinesisClient::with_timeout(&self.cluster.api_url(i), Duration::from_secs(1)))
             .collect();
-        if eps.is_empty() {
+        if eps.is_empty() || self.probe_keys.is_empty() {
             tokio::time::sleep(hold).await;
-            return String::new();
+            return;
         }
-        let t0 = self.recorder.now_ms();
-        let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-        let mut acked_after = None;
-        let key = format!("probe-{step}");
-        let id = format!("probe-{step}-0");
-        let data = encode_payload(&id, &key, 0, 0);
-        let mut attempt = 0u32;
-        while Instant::now() < until {
-            attempt += 1;
-            let c = &eps[attempt as usize % eps.len()];
-            let started = self.recorder.now_ms();
-            let res = c.put_record(&self.stream, &key, &data, Some(hash)).await;
-            let at = self.recorder.now_ms();
-            let outcome = match &res {
-                Ok(a) => Outcome::Ok {
-                    shard_id: a.shard_id.clone(),
-                    seq: a.sequence_number.clone(),
-                },
-                Err(e) if e.outcome_unknown() => Outcome::Unknown(e.to_string()),
-                Err(e) => Outcome::Failed(e.to_string()),
-            };
-            self.recorder.attempt(ProducerAttempt {
-                payload_id: id.clone(),
-                partition_key: key.clone(),
-                key_counter: 0,
-                attempt,
-                started_ms: started,
-                at_ms: at,
-                outcome,
-            });
-            match res {
-                Ok(a) => {
-                    if a.shard_id != shard {
-                        eprintln!("nemesis: probe for {shard} landed in {}", a.shard_id);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (si, (shard, hash)) in self.probe_keys.iter().enumerate() {
+            let (eps, stop, rec) = (eps.clone(), stop.clone(), self.recorder.clone());
+            let (stream, shard, hash) = (self.stream.clone(), shard.clone(), hash.clone());
+            let key = format!("probe-{}-{si}", ev.step);
+            tasks.push(tokio::spawn(async move {
+                let mut acks = Vec::new();
+                let mut errors: BTreeMap<String, usize> = BTreeMap::new();
+                let mut counter = 0u64;
+                let mut attempt = 0u32;
+                let mut n = 0usize;
+                // Bounded: stops at the heal (the caller sets `stop`), at most 10,000 tries.
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 10_000 {
+                    n += 1;
+                    attempt += 1;
+                    let id = format!("{key}-{counter}");
+                    let data = encode_payload(&id, &key, counter, 0);
+                    let c = &eps[n % eps.len()];
+                    let started = rec.now_ms();
+                    let res = c.put_record(&stream, &key, &data, Some(&hash)).await;
+                    let at = rec.now_ms();
+                    let outcome = match &res {
+                        Ok(a) => Outcome::Ok {
+                            shard_id: a.shard_id.clone(),
+                            seq: a.sequence_number.clone(),
+                        },
+                        Err(e) if e.outcome_unknown() => Outcome::Unknown(e.to_string()),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    };
+                    rec.attempt(ProducerAttempt {
+                        payload_id: id,
+                        partition_key: key.clone(),
+                        key_counter: counter,
+                        attempt,
+                        started_ms: started,
+                        at_ms: at,
+                        outcome,
+                    });
+                    match res {
+                        Ok(a) => {
+                            if a.shard_id != shard {
+                                eprintln!("nemesis: probe for {shard} landed in {}", a.shard_id);
+                            }
+                            acks.push(at);
+                            counter += 1;
+                            attempt = 0;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        Err(e) => {
+                            *errors.entry(e.kind.clone()).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
                     }
-                    acked_after = Some(at - t0);
-                    break;
                 }
-                Err(e) => {
-                    *errors.entry(e.kind.clone()).or_default() += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await
+                (shard, acks, errors)
+            }));
+        }
+        tokio::time::sleep(hold).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut notes = Vec::new();
+        for t in tasks {
+            if let Ok((shard, acks, errors)) = t.await {
+                if !errors.is_empty() {
+                    notes.push(format!("{shard} probe errors {errors:?}"));
                 }
+                ev.probe_acks.insert(shard, acks);
             }
         }
-        tokio::time::sleep(until.saturating_duration_since(Instant::now())).await;
-        format!(
-            "probe {shard}: {attempt} attempts, ack after {} ms, errors {errors:?}",
-            acked_after.map_or("-".to_string(), |a| a.to_string())
-        )
+        if !notes.is_empty() {
+            ev.note = format!("{} {}", ev.note, notes.join("; "));
+        }
     }
 
-    /// What every running node says about the leader of `shard`.
-    async fn leader_views(&mut self, shard: &str) -> String {
-        let mut v = Vec::new();
-        for i in 0..self.cluster.len() {
-            if !self.cluster.is_running(i) {
-                continue;
-            }
-            let l = match self.cluster.shards(i).await {
-                Ok(rs) => rs
-                    .into_iter()
-                    .find(|r| r.stream == self.stream && r.shard_id == shard)
-                    .map(|r| format!("{:?}", r.leader))
-                    .unwrap_or("absent".into()),
-                Err(_) => "?".into(),
-            };
-            v.push(format!("n{i}:{l}"));
+    /// Who leads what right now: `shardId-…=n1 …, meta=n0`.
+    pub async fn leaders_snapshot(&mut self) -> String {
+        let mut parts = Vec::new();
+        for shard in self.shard_ids.clone() {
+            let l = self.cluster.find_leader(&self.stream, &shard).await;
+            parts.push(format!(
+                "{}=n{}",
+                shard.trim_start_matches("shardId-0000000"),
+                l.map_or("?".into(), |l| l.to_string())
+            ));
         }
-        v.join(",")
+        let m = self.cluster.find_meta_leader().await;
+        parts.push(format!("meta=n{}", m.map_or("?".into(), |l| l.to_string())));
+        parts.join(" ")
     }
 
     async fn shard_leader(&mut self, pick: u64) -> (String, Option<usize>) {
@@ -363,6 +375,8 @@ impl<'a> Nemesis<'a> {
             start_ms: 0,
             end_ms: 0,
             note: String::new(),
+            leaders: self.leaders_snapshot().await,
+            probe_acks: BTreeMap::new(),
         };
         let hold = Duration::from_millis(s.hold_ms);
         match s.kind {
@@ -385,14 +399,8 @@ impl<'a> Nemesis<'a> {
                 ev.nodes = vec![target];
                 ev.start_ms = self.recorder.now_ms();
                 self.cluster.kill(target)?;
-                let views = match ev.shard.clone() {
-                    Some(sh) => self.leader_views(&sh).await,
-                    None => String::new(),
-                };
-                let p = self
-                    .hold_probing(idx, ev.shard.as_deref(), &ev.nodes, hold)
-                    .await;
-                ev.note = format!("{} leaders [{views}] {p}", ev.note);
+                let exclude = ev.nodes.clone();
+                self.hold_probing(&mut ev, &exclude, hold).await;
                 ev.end_ms = self.recorder.now_ms();
                 self.cluster.start_node(target)?;
                 self.cluster
@@ -417,14 +425,8 @@ impl<'a> Nemesis<'a> {
                 ev.start_ms = self.recorder.now_ms();
                 self.cluster.pause(target)?;
                 self.paused.insert(target);
-                let views = match ev.shard.clone() {
-                    Some(sh) => self.leader_views(&sh).await,
-                    None => String::new(),
-                };
-                let p = self
-                    .hold_probing(idx, ev.shard.as_deref(), &ev.nodes, hold)
-                    .await;
-                ev.note = format!("{} leaders [{views}] {p}", ev.note);
+                let exclude = ev.nodes.clone();
+                self.hold_probing(&mut ev, &exclude, hold).await;
                 self.cluster.resume(target)?;
                 self.paused.remove(&target);
                 ev.end_ms = self.recorder.now_ms();
@@ -479,7 +481,7 @@ impl<'a> Nemesis<'a> {
                         let leader = l.unwrap_or_else(|| self.random_node(s.pick));
                         let others: Vec<usize> = (0..n).filter(|&i| i != leader).collect();
                         let follower = others[(s.pick2 as usize / 2) % others.len()];
-                        let (from, to) = if s.pick2 % 2 == 0 {
+                        let (from, to) = if s.pick2.is_multiple_of(2) {
                             (leader, follower)
                         } else {
                             (follower, leader)
@@ -515,14 +517,13 @@ impl<'a> Nemesis<'a> {
                 lab.set_drops(&drops)?;
                 // From here on the drops are in place (installing them takes a few ms).
                 ev.start_ms = self.recorder.now_ms();
-                let views = match ev.shard.clone() {
-                    Some(sh) => self.leader_views(&sh).await,
-                    None => String::new(),
+                // One-way drops and bridges cut links between nodes only: probe via all.
+                let exclude = if matches!(kind, FaultKind::OneWay | FaultKind::Bridge) {
+                    Vec::new()
+                } else {
+                    ev.nodes.clone()
                 };
-                let p = self
-                    .hold_probing(idx, ev.shard.as_deref(), &ev.nodes, hold)
-                    .await;
-                ev.note = format!("{} leaders [{views}] {p}", ev.note);
+                self.hold_probing(&mut ev, &exclude, hold).await;
                 lab.heal()?;
                 ev.end_ms = self.recorder.now_ms();
             }
@@ -544,13 +545,14 @@ impl<'a> Nemesis<'a> {
                 .await
                 .with_context(|| format!("step {i}: {s:?}"))?;
             eprintln!(
-                "nemesis: [{i:3}] {:>20} nodes {:?} shard {} {}..{} ms ({} ms) {}",
+                "nemesis: [{i:3}] {:>20} nodes {:?} shard {} {}..{} ms ({} ms) [{}] {}",
                 ev.kind.name(),
                 ev.nodes,
                 ev.shard.as_deref().unwrap_or("-"),
                 ev.start_ms,
                 ev.end_ms,
                 ev.end_ms - ev.start_ms,
+                ev.leaders,
                 ev.note
             );
             self.events.push(ev);
@@ -578,16 +580,22 @@ impl<'a> Nemesis<'a> {
     }
 }
 
-/// Per-fault measurements from the history.
+/// Per-fault measurements.
 #[derive(Debug, Clone)]
 pub struct FaultStats {
     pub kind: FaultKind,
     pub step: usize,
-    /// Leader kill/pause/isolation → first ack on that shard of a request sent after the fault.
+    /// For faults aimed at a shard leader (kill, pause, isolate, minority side): fault start →
+    /// first acknowledged write on that shard of a request sent after the start (a probe's or a
+    /// writer's).
     pub failover_ms: Option<u64>,
-    /// The longest stretch without any ack on the worst shard, from the fault's start to 10 s
-    /// after its heal (or the next fault).
-    pub unavail_ms: u64,
+    /// Seen by the probes (through the nodes not faulted, 1 s timeouts): the longest stretch
+    /// without an ack on the worst shard between the fault's start and its heal.
+    pub probe_unavail_ms: u64,
+    /// Seen by the writers (10 s timeouts, endpoint rotation on errors): the longest stretch
+    /// without any ack on the worst shard, from the fault's start to 10 s after its heal (or
+    /// the next fault).
+    pub writer_unavail_ms: u64,
     pub worst_shard: String,
 }
 
@@ -604,6 +612,17 @@ fn acks_by_shard(attempts: &[ProducerAttempt]) -> BTreeMap<String, Vec<(u64, u64
         v.sort_by_key(|&(_, at)| at);
     }
     m
+}
+
+/// Longest gap between `start`, the ack times in `(start, end]` and `end`.
+fn max_gap(start: u64, end: u64, acks: &[u64]) -> u64 {
+    let mut t = start;
+    let mut gap = 0;
+    for &a in acks.iter().filter(|&&a| a > start && a <= end) {
+        gap = gap.max(a - t);
+        t = a;
+    }
+    gap.max(end.saturating_sub(t))
 }
 
 /// Failover times and unavailability windows for every event.
@@ -637,7 +656,20 @@ pub fn analyze(events: &[FaultEvent], attempts: &[ProducerAttempt]) -> Vec<Fault
                 worst = (gap, shard.clone());
             }
         }
-        let failover_ms = ev.shard.as_ref().and_then(|s| {
+        let probe_unavail_ms = ev
+            .probe_acks
+            .values()
+            .map(|v| max_gap(ev.start_ms, ev.end_ms, v))
+            .max()
+            .unwrap_or(0);
+        let leader_fault = matches!(
+            ev.kind,
+            FaultKind::KillShardLeader
+                | FaultKind::PauseShardLeader
+                | FaultKind::IsolateLeader
+                | FaultKind::MajoritySplit
+        );
+        let failover_ms = ev.shard.as_ref().filter(|_| leader_fault).and_then(|s| {
             acks.get(s)?
                 .iter()
                 .filter(|(started, _)| *started >= ev.start_ms)
@@ -647,18 +679,9 @@ pub fn analyze(events: &[FaultEvent], attempts: &[ProducerAttempt]) -> Vec<Fault
         out.push(FaultStats {
             kind: ev.kind,
             step: ev.step,
-            failover_ms: if matches!(
-                ev.kind,
-                FaultKind::KillShardLeader
-                    | FaultKind::PauseShardLeader
-                    | FaultKind::IsolateLeader
-                    | FaultKind::MajoritySplit
-            ) {
-                failover_ms
-            } else {
-                None
-            },
-            unavail_ms: worst.0,
+            failover_ms,
+            probe_unavail_ms,
+            writer_unavail_ms: worst.0,
             worst_shard: worst.1,
         });
     }
@@ -674,49 +697,44 @@ fn pct(v: &mut [u64], p: f64) -> u64 {
     v[idx.min(v.len() - 1)]
 }
 
-/// A table per fault kind: count, failover p50/p99/max, unavailability p50/p99/max (ms).
+/// A table per fault kind: count, failover and the two unavailability measures, each as
+/// p50 / p99 / max in ms.
 pub fn summarize(stats: &[FaultStats]) -> String {
     let mut by: BTreeMap<FaultKind, Vec<&FaultStats>> = BTreeMap::new();
     for s in stats {
         by.entry(s.kind).or_default().push(s);
     }
+    let trio = |v: &mut Vec<u64>| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} / {} / {}", pct(v, 0.5), pct(v, 0.99), pct(v, 1.0))
+        }
+    };
     let mut t = String::from(
-        "| fault | n | failover p50 / p99 / max (ms) | unavailability p50 / p99 / max (ms) |\n\
-         |---|---|---|---|\n",
+        "| fault | n | failover (ms) | unavailability, probes (ms) | unavailability, writers (ms) |\n\
+         |---|---|---|---|---|\n",
     );
     let mut all_failover = Vec::new();
     for (k, v) in by {
         let mut f: Vec<u64> = v.iter().filter_map(|s| s.failover_ms).collect();
         all_failover.extend(f.iter().copied());
-        let mut u: Vec<u64> = v.iter().map(|s| s.unavail_ms).collect();
-        let fo = if f.is_empty() {
-            "-".to_string()
-        } else {
-            format!(
-                "{} / {} / {}",
-                pct(&mut f, 0.5),
-                pct(&mut f, 0.99),
-                pct(&mut f, 1.0)
-            )
-        };
+        let mut p: Vec<u64> = v.iter().map(|s| s.probe_unavail_ms).collect();
+        let mut w: Vec<u64> = v.iter().map(|s| s.writer_unavail_ms).collect();
         t.push_str(&format!(
-            "| {} | {} | {fo} | {} / {} / {} |\n",
+            "| {} | {} | {} | {} | {} |\n",
             k.name(),
             v.len(),
-            pct(&mut u, 0.5),
-            pct(&mut u, 0.99),
-            pct(&mut u, 1.0)
+            trio(&mut f),
+            trio(&mut p),
+            trio(&mut w)
         ));
     }
-    if !all_failover.is_empty() {
-        t.push_str(&format!(
-            "| all leader faults | {} | {} / {} / {} | |\n",
-            all_failover.len(),
-            pct(&mut all_failover, 0.5),
-            pct(&mut all_failover, 0.99),
-            pct(&mut all_failover, 1.0)
-        ));
-    }
+    t.push_str(&format!(
+        "| all leader faults | {} | {} | | |\n",
+        all_failover.len(),
+        trio(&mut all_failover)
+    ));
     t
 }
 
@@ -846,11 +864,13 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
     let stats = analyze(&events, &attempts);
     for s in &stats {
         eprintln!(
-            "fault [{:3}] {:>20}: failover {:>6} ms, unavailability {:>6} ms (worst shard {})",
+            "fault [{:3}] {:>20}: failover {:>6} ms, unavailability probes {:>6} ms, writers \
+             {:>6} ms (worst shard {})",
             s.step,
             s.kind.name(),
             s.failover_ms.map(|f| f.to_string()).unwrap_or("-".into()),
-            s.unavail_ms,
+            s.probe_unavail_ms,
+            s.writer_unavail_ms,
             s.worst_shard
         );
     }
@@ -865,6 +885,9 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
     })
 }
 
+/// (node, last_applied, next_ordinal, members) of one replica.
+type ReplicaState = (usize, u64, Option<u64>, usize);
+
 /// Wait until, for every shard of `stream`, every node hosting a replica reports the same
 /// `last_applied` and `next_ordinal` (R9 after heal). Returns a one-line description.
 pub async fn wait_replicas_agree(
@@ -874,7 +897,7 @@ pub async fn wait_replicas_agree(
 ) -> Result<String> {
     let t0 = Instant::now();
     loop {
-        let mut by: BTreeMap<String, Vec<(usize, u64, Option<u64>, usize)>> = BTreeMap::new();
+        let mut by: BTreeMap<String, Vec<ReplicaState>> = BTreeMap::new();
         let mut err = None;
         for i in 0..cluster.len() {
             match cluster.shards(i).await {
@@ -1028,15 +1051,24 @@ mod tests {
             start_ms: 1_000,
             end_ms: 2_000,
             note: String::new(),
+            leaders: String::new(),
+            probe_acks: [
+                ("s0".to_string(), vec![1_700, 1_800]),
+                ("s1".into(), vec![1_100]),
+            ]
+            .into_iter()
+            .collect(),
         };
         let st = analyze(&[ev], &attempts);
         assert_eq!(st[0].failover_ms, Some(2_200));
         // s0: 1000 -> 3000 is the longest gap; s1's last ack at 1300 leaves 1300 -> (none).
         assert_eq!(st[0].worst_shard, "s0");
-        assert_eq!(st[0].unavail_ms, 2_000);
+        assert_eq!(st[0].writer_unavail_ms, 2_000);
+        // Probes: s0 1000 -> 1700 (700), s1 1100 -> 2000 (900, the tail to the heal).
+        assert_eq!(st[0].probe_unavail_ms, 900);
         let t = summarize(&st);
         assert!(
-            t.contains("kill-shard-leader | 1 | 2200 / 2200 / 2200"),
+            t.contains("kill-shard-leader | 1 | 2200 / 2200 / 2200 | 900 / 900 / 900"),
             "{t}"
         );
     }
