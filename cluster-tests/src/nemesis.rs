@@ -857,7 +857,14 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
         let b: Vec<_> = fr.iter().map(|s| &s.records).collect();
         ensure!(a == b, "final read via node {node} differs from node 0");
     }
-    let report = check(&wl.recorder.history(reads.swap_remove(0)));
+    let history = wl.recorder.history(reads.swap_remove(0));
+    if let Ok(path) = std::env::var("SPATE_CHAOS_HISTORY") {
+        // For offline analysis: the whole history (attempts, observations, final read).
+        let f = std::fs::File::create(&path).with_context(|| format!("creating {path}"))?;
+        serde_json::to_writer(std::io::BufWriter::new(f), &history)?;
+        eprintln!("history written to {path}");
+    }
+    let report = check(&history);
     eprintln!("history: {}", report.summary(20));
     ensure!(report.ok(), "history violations:\n{}", report.summary(50));
 

@@ -400,7 +400,10 @@ pub async fn final_read(c: &KinesisClient, stream: &str) -> Result<Vec<ShardRead
         let mut it: Option<String> = None;
         loop {
             if Instant::now() > deadline {
-                bail!("final read of {stream} via {} took over 600 s", c.endpoint());
+                bail!(
+                    "final read of {stream} via {} took over 600 s",
+                    c.endpoint()
+                );
             }
             let cur = match it.take() {
                 Some(i) => i,
