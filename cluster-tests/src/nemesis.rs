@@ -864,10 +864,6 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
         serde_json::to_writer(std::io::BufWriter::new(f), &history)?;
         eprintln!("history written to {path}");
     }
-    let report = check(&history);
-    eprintln!("history: {}", report.summary(20));
-    ensure!(report.ok(), "history violations:\n{}", report.summary(50));
-
     let stats = analyze(&events, &attempts);
     for s in &stats {
         eprintln!(
@@ -883,6 +879,10 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
     }
     let table = summarize(&stats);
     eprintln!("seed {}; per fault kind:\n{table}", o.seed);
+    let report = check(&history);
+    eprintln!("history: {}", report.summary(20));
+    ensure!(report.ok(), "history violations:\n{}", report.summary(50));
+
     Ok(ChaosResult {
         faults: events.len(),
         acked,
