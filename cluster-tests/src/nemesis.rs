@@ -749,6 +749,8 @@ pub struct ChaosOpts {
     pub stream: String,
     pub shards: u32,
     pub writers: usize,
+    /// Fault kinds left out of the schedule.
+    pub exclude: Vec<FaultKind>,
 }
 
 /// What a chaos run measured.
@@ -795,7 +797,10 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
         .collect();
     let sched = Schedule::generate(
         o.seed,
-        &Schedule::kinds_for(cluster),
+        &Schedule::kinds_for(cluster)
+            .into_iter()
+            .filter(|k| !o.exclude.contains(k))
+            .collect::<Vec<_>>(),
         o.max_faults,
         o.budget,
     );
