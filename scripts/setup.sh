@@ -2,6 +2,7 @@
 # Installs what a fresh Debian machine lacks to build and test Spate. Idempotent.
 #   - clang + libclang-dev: rocksdb's bindgen (the protobuf compiler is vendored by a crate)
 #   - python3-venv: the real-client tests (AWS CLI, boto3) run in a venv
+#   - nftables: partitions in the chaos tests (cluster-tests/tests/chaos.rs)
 #   - a Rust toolchain must already be installed (rustup); we check and fail loudly.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_6
 fi
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# nftables: the chaos tests cut links between per-node network namespaces (as root)
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] installing: ${need_apt[*]}" >&2

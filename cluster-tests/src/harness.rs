@@ -16,13 +16,14 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::client::KinesisClient;
+use crate::netns::NetLab;
 
 static CLUSTER_RUNNING: Mutex<bool> = Mutex::new(false);
 static CLUSTER_DONE: Condvar = Condvar::new();
@@ -62,6 +63,10 @@ pub struct ClusterOpts {
     pub rust_log: String,
     /// Extra environment for every node (e.g. `SPATE_...` overrides).
     pub env: Vec<(String, String)>,
+    /// Run each node in its own network namespace of this lab (10.77.0.x, fixed ports); the
+    /// test's own sockets must then be created in the lab's client namespace (see
+    /// [`crate::nemesis::run_in_lab`]). `None`: node i listens on 127.0.0.(i+1).
+    pub net: Option<Arc<NetLab>>,
 }
 
 impl Default for ClusterOpts {
@@ -71,6 +76,7 @@ impl Default for ClusterOpts {
             ready_timeout: Duration::from_secs(60),
             rust_log: std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             env: Vec::new(),
+            net: None,
         }
     }
 }
@@ -84,6 +90,9 @@ pub struct ShardReplica {
     pub leader: Option<u64>,
     pub members: Vec<u64>,
     pub last_applied: u64,
+    /// The next ordinal the replica's state machine will assign (absent on old servers).
+    #[serde(default)]
+    pub next_ordinal: Option<u64>,
 }
 
 struct Node {
@@ -142,10 +151,10 @@ pub fn spate_bin() -> Result<PathBuf> {
     )
 }
 
-fn free_ports(n: usize) -> Result<Vec<u16>> {
+fn free_ports(ip: std::net::Ipv4Addr, n: usize) -> Result<Vec<u16>> {
     // Hold every listener until all are chosen so the ports are distinct.
     let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .map(|_| TcpListener::bind((ip, 0)))
         .collect::<std::io::Result<_>>()?;
     listeners
         .iter()
@@ -180,20 +189,31 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix("spate-cluster-")
             .tempdir()?;
-        let ports = free_ports(opts.nodes * 3)?;
-        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-        let nodes: Vec<Node> = (0..opts.nodes)
-            .map(|i| Node {
+        let mut nodes: Vec<Node> = Vec::with_capacity(opts.nodes);
+        for i in 0..opts.nodes {
+            let (ip, ports) = match &opts.net {
+                Some(lab) => {
+                    if lab.nodes() < opts.nodes {
+                        bail!("the net lab has {} nodes, need {}", lab.nodes(), opts.nodes);
+                    }
+                    (NetLab::node_ip(i), vec![4567, 4568, 4569])
+                }
+                None => {
+                    let ip = std::net::Ipv4Addr::new(127, 0, 0, (i + 1) as u8);
+                    (ip, free_ports(ip, 3)?)
+                }
+            };
+            nodes.push(Node {
                 id: i,
                 zone: zone_of(i),
-                api: addr(ports[3 * i]),
-                peer: addr(ports[3 * i + 1]),
-                admin: addr(ports[3 * i + 2]),
+                api: SocketAddr::from((ip, ports[0])),
+                peer: SocketAddr::from((ip, ports[1])),
+                admin: SocketAddr::from((ip, ports[2])),
                 config: dir.path().join(format!("node{i}.toml")),
                 log: dir.path().join(format!("node{i}.log")),
                 child: None,
-            })
-            .collect();
+            });
+        }
         let peers: Vec<String> = nodes
             .iter()
             .map(|n| {
@@ -309,11 +329,18 @@ impl Cluster {
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
+        let ns_fd = self.opts.net.as_ref().map(|lab| lab.node_ns_fd(i));
         // If the test process dies without running Drop, the kernel kills the node.
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+        // SAFETY: prctl and setns are async-signal-safe; nothing else runs between fork and
+        // exec; the namespace fd stays open in the lab (owned by `self.opts`).
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(fd) = ns_fd {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
@@ -537,6 +564,48 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The network lab the nodes run in, if any.
+    pub fn net(&self) -> Option<&Arc<NetLab>> {
+        self.opts.net.as_ref()
+    }
+
+    /// The zone of a node (`az-a`, `az-b`, ...).
+    pub fn zone(&self, node: usize) -> &str {
+        &self.nodes[node].zone
+    }
+
+    /// The pid of a running node.
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.nodes[node].child.as_ref().map(|c| c.id())
+    }
+
+    /// Whether a node says it leads the control plane (`spate_meta_is_leader 1` in `/metrics`).
+    pub async fn is_meta_leader(&self, node: usize) -> Result<bool> {
+        let url = format!("{}/metrics", self.admin_url(node));
+        let body = self
+            .http
+            .get(&url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(body.lines().any(|l| {
+            let mut it = l.split_whitespace();
+            it.next() == Some("spate_meta_is_leader") && it.next() == Some("1")
+        }))
+    }
+
+    /// The running node that says it leads the control plane.
+    pub async fn find_meta_leader(&mut self) -> Option<usize> {
+        for i in 0..self.len() {
+            if self.is_running(i) && self.is_meta_leader(i).await.unwrap_or(false) {
+                return Some(i);
+            }
+        }
+        None
     }
 
     /// Print the tail of every node's log to stderr.

@@ -8,12 +8,17 @@
 //!   shapes); [`retry`] retries transient errors and records every attempt.
 //! * [`workload`] runs producers that log every attempt, tailing readers and the final read.
 //! * [`history`] checks the resulting history for lost, vanished, duplicated or reordered records.
+//! * [`netns`] puts each node in its own network namespace on a private bridge and cuts links
+//!   with nftables; [`nemesis`] runs seeded fault schedules (kill, pause, partitions, restart)
+//!   and measures failover and unavailability.
 //! * [`bad_input`] holds the malformed-request checks shared by the cluster and emulator tests.
 
 pub mod bad_input;
 pub mod client;
 pub mod harness;
 pub mod history;
+pub mod nemesis;
+pub mod netns;
 pub mod retry;
 pub mod types;
 pub mod workload;

@@ -384,7 +384,8 @@ pub async fn final_read(c: &KinesisClient, stream: &str) -> Result<Vec<ShardRead
     let mut shards = shards.context("ListShards for the final read")?;
     shards.sort_by_key(|s| shard_index(&s.shard_id));
     let mut out = Vec::with_capacity(shards.len());
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Generous: a long chaos run reads about a million records through each node.
+    let deadline = Instant::now() + Duration::from_secs(600);
     for s in shards {
         let mut read = ShardRead {
             shard_id: s.shard_id.clone(),
@@ -399,7 +400,10 @@ pub async fn final_read(c: &KinesisClient, stream: &str) -> Result<Vec<ShardRead
         let mut it: Option<String> = None;
         loop {
             if Instant::now() > deadline {
-                bail!("final read of {stream} via {} took over 60 s", c.endpoint());
+                bail!(
+                    "final read of {stream} via {} took over 600 s",
+                    c.endpoint()
+                );
             }
             let cur = match it.take() {
                 Some(i) => i,

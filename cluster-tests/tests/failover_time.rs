@@ -1,0 +1,112 @@
+//! Failover time without load: SIGKILL the leader of a shard, then probe that shard through
+//! the survivors (1 s timeouts) and watch what every survivor reports as leader, every 250 ms.
+//! The issue's acceptance bound is failover p99 < 3 s with the default timeouts (election
+//! timeout 1–2 s).
+
+use std::time::{Duration, Instant};
+
+use spate_cluster_tests::client::KinesisClient;
+use spate_cluster_tests::harness::{Cluster, ClusterOpts};
+use spate_cluster_tests::nemesis::{lab_if_available, run_in_lab};
+
+const STREAM: &str = "fo";
+const SHARD: &str = "shardId-000000000000";
+
+async fn one_kill(cluster: &mut Cluster, round: usize) -> Duration {
+    let leader = cluster
+        .wait_leader(STREAM, SHARD, Duration::from_secs(20))
+        .await
+        .expect("leader");
+    let survivors: Vec<usize> = (0..cluster.len()).filter(|&i| i != leader).collect();
+    let clients: Vec<KinesisClient> = survivors
+        .iter()
+        .map(|&i| KinesisClient::with_timeout(&cluster.api_url(i), Duration::from_secs(1)))
+        .collect();
+    let t0 = Instant::now();
+    cluster.kill(leader).expect("kill");
+    let mut acked = None;
+    let mut n = 0usize;
+    let mut last_view = Instant::now() - Duration::from_secs(1);
+    while t0.elapsed() < Duration::from_secs(20) {
+        if last_view.elapsed() >= Duration::from_millis(250) {
+            last_view = Instant::now();
+            let mut v = Vec::new();
+            for &i in &survivors {
+                let l = cluster.shards(i).await.ok().and_then(|rs| {
+                    rs.into_iter()
+                        .find(|r| r.shard_id == SHARD)
+                        .map(|r| r.leader)
+                });
+                v.push(format!("n{i}:{l:?}"));
+            }
+            eprintln!(
+                "  round {round} t={:?} leader views {}",
+                t0.elapsed(),
+                v.join(" ")
+            );
+        }
+        n += 1;
+        let c = &clients[n % clients.len()];
+        let r = c
+            .put_record(
+                STREAM,
+                "probe",
+                format!("r{round}-{n}").as_bytes(),
+                Some("0"),
+            )
+            .await;
+        match r {
+            Ok(_) => {
+                acked = Some(t0.elapsed());
+                break;
+            }
+            Err(e) => eprintln!(
+                "  round {round} t={:?} via {}: {} {}",
+                t0.elapsed(),
+                c.endpoint(),
+                e.kind,
+                e.message.chars().take(120).collect::<String>()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = acked.expect("no ack within 20 s of killing the leader");
+    eprintln!("round {round}: killed node {leader}, first ack after {took:?}");
+    cluster.start_node(leader).expect("restart");
+    cluster
+        .wait_ready(leader, Duration::from_secs(60))
+        .await
+        .expect("ready");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    took
+}
+
+/// Kill the shard leader 3 times; every failover must complete within 3 s.
+#[test]
+#[ignore = "server bug: after SIGKILL of a shard leader the survivors answer no write for \
+            ~3-5 s (transport timeouts), exceeding the 3 s failover bound; see docs/reliability.md"]
+fn shard_leader_kill_failover_under_3s() {
+    let lab = lab_if_available(3).expect("lab");
+    let times = run_in_lab(lab, |lab| async move {
+        let mut cluster = Cluster::start(ClusterOpts {
+            net: lab,
+            ..ClusterOpts::default()
+        })
+        .await
+        .expect("cluster");
+        cluster
+            .client(0)
+            .ensure_stream(STREAM, 1, Duration::from_secs(30))
+            .await
+            .expect("stream");
+        let mut times = Vec::new();
+        for round in 0..3 {
+            times.push(one_kill(&mut cluster, round).await);
+        }
+        times
+    });
+    eprintln!("failover times: {times:?}");
+    for t in times {
+        assert!(t < Duration::from_secs(3), "failover took {t:?}");
+    }
+}
