@@ -83,8 +83,6 @@ async fn one_kill(cluster: &mut Cluster, round: usize) -> Duration {
 
 /// Kill the shard leader 3 times; every failover must complete within 3 s.
 #[test]
-#[ignore = "server bug: after SIGKILL of a shard leader the survivors answer no write for \
-            ~3-5 s (transport timeouts), exceeding the 3 s failover bound; see docs/reliability.md"]
 fn shard_leader_kill_failover_under_3s() {
     let lab = lab_if_available(3).expect("lab");
     let times = run_in_lab(lab, |lab| async move {

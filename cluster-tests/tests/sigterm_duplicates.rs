@@ -16,8 +16,6 @@ use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 const STREAM: &str = "sigterm";
 
 #[test]
-#[ignore = "server bug: SIGTERM of a shard leader under load stores some acknowledged, \
-            never-retried records twice (R6); see docs/reliability.md"]
 fn sigterm_of_shard_leader_does_not_duplicate_records() {
     let lab = lab_if_available(3).expect("lab");
     let report = run_in_lab(lab, |lab| async move {

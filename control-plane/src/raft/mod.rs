@@ -40,7 +40,7 @@ impl Default for RaftTuning {
         Self {
             heartbeat_ms: 250,
             election_min_ms: 1000,
-            election_max_ms: 2000,
+            election_max_ms: 1500,
             snapshot_logs: 1_000,
         }
     }

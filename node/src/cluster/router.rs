@@ -169,6 +169,7 @@ impl ShardRouter {
                     }
                 }
                 Hop::Reply(ShardReply::Unavailable(e)) => last_err = e,
+                Hop::Reply(ShardReply::OutcomeUnknown(e)) => return Err(RouteError::Unknown(e)),
                 Hop::Reply(ShardReply::Overloaded) => return Err(RouteError::Overloaded),
                 Hop::Reply(ShardReply::Throttled(m)) => return Err(RouteError::Throttled(m)),
                 Hop::Reply(reply) => {

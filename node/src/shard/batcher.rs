@@ -98,7 +98,7 @@ async fn propose(raft: ShardRaft, jobs: Vec<PutJob>, records_n: usize) {
                 end_ordinal,
                 sealed_ms,
             }),
-            other => Err(ShardReply::Unavailable(format!(
+            other => Err(ShardReply::OutcomeUnknown(format!(
                 "unexpected apply result {other:?}"
             ))),
         },
@@ -107,7 +107,9 @@ async fn propose(raft: ShardRaft, jobs: Vec<PutJob>, records_n: usize) {
                 leader: f.leader_id,
             })
         }
-        Err(e) => Err(ShardReply::Unavailable(e.to_string())),
+        // Proposed, then leadership was lost or the group stopped: the entry may still
+        // commit, so the caller must treat the outcome as unknown.
+        Err(e) => Err(ShardReply::OutcomeUnknown(e.to_string())),
     };
     match outcome {
         Ok((mut ordinal, arrival_ms)) => {

@@ -111,8 +111,12 @@ pub enum ShardReply {
     Throttled(String),
     /// Accepted writes per second, oldest first (answer to `Load`).
     Load(Vec<LoadBucket>),
-    /// The group cannot serve right now.
+    /// The group cannot serve right now (nothing was applied).
     Unavailable(String),
+    /// A put was handed to Raft but its fate is unknown (leadership lost or the group
+    /// stopped before the answer): it may or may not be applied, so it must not be retried
+    /// on another replica behind the client's back.
+    OutcomeUnknown(String),
 }
 
 /// A shard group hosted on this node.
@@ -267,7 +271,7 @@ impl ShardReplica {
                 }
                 let reply = rx
                     .await
-                    .unwrap_or_else(|_| ShardReply::Unavailable("shard batcher stopped".into()));
+                    .unwrap_or_else(|_| ShardReply::OutcomeUnknown("shard batcher stopped".into()));
                 if matches!(reply, ShardReply::Appended { .. }) {
                     self.accepted(bytes, n);
                 }
