@@ -209,7 +209,7 @@ start_server() {   # target rep -> sets SERVER_PID, PORT, STARTUP_SECS
   case "$target" in
     spate)
       SERVER_DATA="$(mktemp -d "$DATA_ROOT/spate.XXXXXX")"
-      "$SPATE_BIN" dev --port "$PORT" --data-dir "$SERVER_DATA" > "$logf" 2>&1 &
+      "$SPATE_BIN" dev --unthrottled --port "$PORT" --data-dir "$SERVER_DATA" > "$logf" 2>&1 &
       SERVER_PID=$!
       wait_ready $((PORT + 10)) 120 || { tail -n 40 "$logf" >&2; die "spate dev did not become ready"; }
       ;;

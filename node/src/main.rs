@@ -42,6 +42,10 @@ enum Cmd {
         /// Delete the data directory first.
         #[arg(long)]
         fresh: bool,
+        /// Disable the per-shard throughput limits (Kinesis's 1 MiB/s and 1,000 records/s
+        /// per shard), e.g. for benchmarks.
+        #[arg(long)]
+        unthrottled: bool,
     },
 }
 
@@ -94,14 +98,21 @@ fn main() -> anyhow::Result<()> {
                 tracing::info!("shutting down");
                 node.shutdown().await;
             }
-            Cmd::Dev { port, data_dir, bind, fresh } => {
+            Cmd::Dev {
+                port,
+                data_dir,
+                bind,
+                fresh,
+                unthrottled,
+            } => {
                 let dir = data_dir.unwrap_or_else(dev::default_data_dir);
                 if fresh && dir.exists() {
                     std::fs::remove_dir_all(&dir)?;
                 }
                 let cert = spate_node::api::tls::ensure_dev_cert(&dir, &bind)?;
                 let mut nodes = Vec::new();
-                for cfg in dev::configs(port, &dir, &bind) {
+                for mut cfg in dev::configs(port, &dir, &bind) {
+                    cfg.limits.enabled = !unthrottled;
                     nodes.push(Node::start(cfg).await?);
                 }
                 tracing::info!(
