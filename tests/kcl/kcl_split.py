@@ -1,12 +1,13 @@
 """A real KCL consumer (kcl-rs, the Rust port of the Kinesis Client Library) against Spate,
 with dynalite (a DynamoDB implementation) as the lease store, across a shard split.
 
-    kcl_split.py --mode POLLING|FANOUT
+    kcl_split.py --mode POLLING|FANOUT [--label NAME]
 
 Environment (tests/kcl/run.sh sets it):
-    SPATE_ENDPOINT      the Kinesis endpoint, http://127.0.0.1:PORT
+    SPATE_ENDPOINT      the Kinesis endpoint, http://127.0.0.1:PORT or https://localhost:PORT
+                        (for TLS, the CA in AWS_CA_BUNDLE for boto3 and SSL_CERT_FILE for kcl-rs)
     DYNALITE_ENDPOINT   the DynamoDB endpoint, http://127.0.0.1:PORT
-    KCL_WAIT_SECS       bound on each wait (default 90)
+    KCL_WAIT_SECS       bound on each wait (default 120)
 
 kcl-rs takes one `endpoint_url` for all of its clients, so the endpoints are given per
 service through the standard AWS variables instead: AWS_ENDPOINT_URL_KINESIS and
@@ -48,7 +49,7 @@ def loopback(var):
 
 KINESIS_EP = loopback("SPATE_ENDPOINT")
 DYNAMO_EP = loopback("DYNALITE_ENDPOINT")
-WAIT = float(os.environ.get("KCL_WAIT_SECS", "90"))
+WAIT = float(os.environ.get("KCL_WAIT_SECS", "120"))
 # Set before kcl_rs builds its clients (it reads the standard AWS environment).
 os.environ["AWS_ENDPOINT_URL_KINESIS"] = KINESIS_EP
 os.environ["AWS_ENDPOINT_URL_DYNAMODB"] = DYNAMO_EP
@@ -165,11 +166,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", choices=["POLLING", "FANOUT"], required=True)
     ap.add_argument("--records", type=int, default=300, help="records per batch")
+    ap.add_argument("--label", help="names this run in the output (default: the mode)")
     args = ap.parse_args()
     mode = args.mode
-    tag = mode.lower()
+    tag = args.label or mode.lower()
     stream = "kcl-%s-%s" % (tag, uuid.uuid4().hex[:8])
     app = "kclapp-%s-%s" % (tag, uuid.uuid4().hex[:8])
+    print("[%s] Kinesis endpoint %s" % (tag, KINESIS_EP), flush=True)
     t0 = time.time()
 
     def stamp(msg):

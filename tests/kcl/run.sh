@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A real Kinesis Client Library consumer against Spate: kcl-rs (PyPI; the Rust port of the KCL,
 # Python bindings) with dynalite (npm; a DynamoDB implementation, in memory, on 127.0.0.1) as
-# its lease store, in polling mode and in enhanced fan-out mode (the two run at once, each on
-# its own stream and lease table), across a shard split. See kcl_split.py for the checks.
+# its lease store, in polling mode and in enhanced fan-out mode (over http:// and over TLS,
+# where it uses HTTP/2; the runs go at once, each on its own stream and lease table), across a
+# shard split. See kcl_split.py for the checks.
 #
 #   tests/kcl/run.sh [http://127.0.0.1:PORT]
 #
@@ -14,11 +15,12 @@
 #   SPATE_VENV       the Python venv shared with tests/clients (default $HOME/.cache/spate/venv);
 #                    kcl-rs is pinned in tests/clients/requirements.txt
 #   SPATE_NPM_KCL    where dynalite is installed (default $HOME/.cache/spate/npm-kcl)
-#   KCL_MODES        modes to run (default "POLLING FANOUT")
-#   KCL_WAIT_SECS    bound on each wait inside a run (default 90)
+#   KCL_RUNS         runs (default "polling fanout fanout-tls"; fanout-tls needs the TLS
+#                    endpoint: SPATE_TLS_ENDPOINT + SPATE_DEV_CA, or a server started here)
+#   KCL_WAIT_SECS    bound on each wait inside a run (default 120)
 #
 # Prints one PASS/FAIL line per check and "kcl: N passed, M failed"; exit status 0 only if
-# every check of every mode passed.
+# every check of every run passed.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,7 +28,7 @@ REPO="$(git -C "$HERE" rev-parse --show-toplevel)"
 VENV="${SPATE_VENV:-$HOME/.cache/spate/venv}"
 NPM_DIR="${SPATE_NPM_KCL:-$HOME/.cache/spate/npm-kcl}"
 DYNALITE_VERSION="4.0.0"
-MODES="${KCL_MODES:-POLLING FANOUT}"
+RUNS="${KCL_RUNS:-polling fanout fanout-tls}"
 
 die() { echo "kcl/run.sh: ERROR: $*" >&2; exit 1; }
 
@@ -152,21 +154,54 @@ DYN_PID=$!
 wait_http "http://127.0.0.1:$DYN_PORT/" "$DYN_PID" "dynalite" || die "dynalite did not start"
 echo "kcl/run.sh: dynalite $DYNALITE_VERSION (pid $DYN_PID) at http://127.0.0.1:$DYN_PORT; kcl-rs $("$PY" -c 'import importlib.metadata as m; print(m.version("kcl-rs"))'); Kinesis at $EP"
 
-# ---------------------------------------------------------------- the consumers, one per mode, at once
+# ---------------------------------------------------------------- the consumers, all at once
+# Each run: its own stream and lease table. fanout-tls subscribes over TLS, where kcl-rs
+# negotiates HTTP/2 (ALPN h2); over http:// it speaks HTTP/1.1 (chunked event stream).
+TLS_EP="${SPATE_TLS_ENDPOINT:-}"
+TLS_CA="${SPATE_DEV_CA:-}"
+if [ -n "$SERVER_PID" ]; then
+  TLS_EP="https://localhost:$((PORT + 30))"
+  TLS_CA="$WORKDIR/data/tls/ca.pem"
+fi
 t0=$(date +%s)
+ran=()
 pids=()
-for mode in $MODES; do
-  SPATE_ENDPOINT="$EP" DYNALITE_ENDPOINT="http://127.0.0.1:$DYN_PORT" PYTHONDONTWRITEBYTECODE=1 \
-    timeout 300 "$PY" "$HERE/kcl_split.py" --mode "$mode" >"$WORKDIR/$mode.out" 2>&1 &
+for run in $RUNS; do
+  case "$run" in
+    polling) mode=POLLING; ep="$EP" ;;
+    fanout) mode=FANOUT; ep="$EP" ;;
+    fanout-tls) mode=FANOUT; ep="$TLS_EP" ;;
+    *) die "unknown run '$run' in KCL_RUNS (polling, fanout, fanout-tls)" ;;
+  esac
+  if [ "$run" = fanout-tls ] && { [ -z "$TLS_EP" ] || [ ! -f "$TLS_CA" ]; }; then
+    echo "kcl/run.sh: no TLS endpoint known (SPATE_TLS_ENDPOINT/SPATE_DEV_CA), fanout-tls skipped"
+    continue
+  fi
+  (
+    if [ "$run" = fanout-tls ]; then
+      # boto3 trusts AWS_CA_BUNDLE, kcl-rs (rustls, native roots) SSL_CERT_FILE; the h2 client
+      # logs one line per HTTP/2 connection, which proves the protocol below.
+      export AWS_CA_BUNDLE="$TLS_CA" SSL_CERT_FILE="$TLS_CA" RUST_LOG="error,h2::client=debug"
+    fi
+    SPATE_ENDPOINT="$ep" DYNALITE_ENDPOINT="http://127.0.0.1:$DYN_PORT" PYTHONDONTWRITEBYTECODE=1 \
+      exec timeout 300 "$PY" "$HERE/kcl_split.py" --mode "$mode" --label "$run"
+  ) >"$WORKDIR/$run.out" 2>&1 &
   pids+=($!)
+  ran+=("$run")
 done
 rc_all=0
-i=0
-for mode in $MODES; do
+for i in "${!ran[@]}"; do
+  run="${ran[$i]}"
   rc=0; wait "${pids[$i]}" || rc=$?
-  i=$((i + 1))
-  echo "---------------- kcl-rs $mode (exit $rc)"
-  cat "$WORKDIR/$mode.out"
+  if [ "$run" = fanout-tls ]; then
+    if sed 's/\x1b\[[0-9;]*m//g' "$WORKDIR/$run.out" | grep -q 'h2::client: client connection bound'; then
+      echo "PASS $run: kcl-rs negotiated HTTP/2 over TLS" >>"$WORKDIR/$run.out"
+    else
+      echo "FAIL $run: no HTTP/2 connection seen in kcl-rs's log" >>"$WORKDIR/$run.out"
+    fi
+  fi
+  echo "---------------- kcl-rs $run (exit $rc)"
+  sed 's/\x1b\[[0-9;]*m//g' "$WORKDIR/$run.out" | grep -v ' h2::client: '
   [ "$rc" -eq 0 ] || rc_all=1
 done
 passed=$(cat "$WORKDIR"/*.out | grep -c '^PASS ' || true)
