@@ -3,6 +3,7 @@
 #   - clang + libclang-dev: rocksdb's bindgen (the protobuf compiler is vendored by a crate)
 #   - python3-venv: the real-client tests (AWS CLI, boto3) run in a venv
 #   - nftables: partitions in the chaos tests (cluster-tests/tests/chaos.rs)
+#   - nodejs, npm: JavaScript SDK tests and dynalite (tests/kcl)
 #   - a Rust toolchain must already be installed (rustup); we check and fail loudly.
 set -euo pipefail
 
@@ -15,6 +16,10 @@ python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # nftables: the chaos tests cut links between per-node network namespaces (as root)
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+# nodejs + npm: the JavaScript SDK checks and dynalite, the KCL test's lease store (tests/kcl,
+# which needs Node.js >= 20 and says so if the machine's is older)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[setup] installing: ${need_apt[*]}" >&2

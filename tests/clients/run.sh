@@ -14,6 +14,7 @@
 #   SPATE_VENV           the Python venv (default $HOME/.cache/spate/venv)
 #   SPATE_NPM_DIR        where @aws-sdk/client-kinesis is installed (default $HOME/.cache/spate/npm)
 #   SKIP_JS=1            skip the AWS SDK for JavaScript v3 checks (also skipped without node/npm)
+#   SKIP_KCL=1           skip the KCL consumer checks (tests/kcl/run.sh: kcl-rs + dynalite)
 #
 # With a server started here, the TLS port (P+30, the dev CA under its data dir) is tested
 # too (SPATE_TLS_ENDPOINT, SPATE_DEV_CA), and the JavaScript SDK runs over h2c and TLS.
@@ -147,6 +148,11 @@ echo "run.sh: pytest exit status $PYTEST_RC"
 # ---------------------------------------------------------------- enhanced fan-out (JS SDK v3, HTTP/2)
 if [ "${SKIP_EFO_JS:-0}" != "1" ]; then
   bash "$HERE/run_efo_js.sh" "$EP" || { echo "run.sh: run_efo_js.sh failed"; PYTEST_RC=1; }
+fi
+
+# ---------------------------------------------------------------- KCL (kcl-rs + dynalite lease store)
+if [ "${SKIP_KCL:-0}" != "1" ]; then
+  bash "$REPO/tests/kcl/run.sh" "$EP" || { echo "run.sh: tests/kcl/run.sh failed"; PYTEST_RC=1; }
 fi
 
 # ---------------------------------------------------------------- JavaScript SDK v3
