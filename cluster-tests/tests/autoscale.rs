@@ -9,7 +9,10 @@
 //! split at its hash-range midpoint; once the split is done the same offered load is spread
 //! over the children and throttling stops (per-second throttled count ~0 for several
 //! seconds), while the PROVISIONED stream keeps throttling about a third of the load and is
-//! never split. Every acknowledged record of both streams is read back.
+//! never split. Then the PROVISIONED stream receives 2.75 shards of load over its whole
+//! range and is switched to ON_DEMAND: it is UPDATING while it is resharded to about
+//! `ceil(2.75 / 50 %)` = 6 shards, then ACTIVE. Every acknowledged record of both streams is
+//! read back.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,6 +133,97 @@ async fn read_all(c: &KinesisClient, stream: &str) -> Result<HashSet<Vec<u8>>> {
         }
     }
     Ok(seen)
+}
+
+/// Offers 550 records/s over the whole hash range of `stream` (2.75 shards of load at the
+/// 200/s limit, 69 % per shard of 4: nothing throttled) until `stop_ms`.
+async fn spread_writer(
+    c: KinesisClient,
+    stream: &'static str,
+    start: Instant,
+    stop_ms: Arc<AtomicU64>,
+) -> Result<HashSet<Vec<u8>>> {
+    let mut acked = HashSet::new();
+    let mut n = 0u64;
+    while (start.elapsed().as_millis() as u64) < stop_ms.load(Ordering::Relaxed) {
+        let tick = Instant::now();
+        let entries: Vec<PutEntry> = (n..n + 55)
+            .map(|i| PutEntry {
+                partition_key: format!("q{i}"),
+                data: format!("{stream}-spread-{i}").into_bytes(),
+                explicit_hash_key: Some((u128::from(i % 55) * (u128::MAX / 55)).to_string()),
+            })
+            .collect();
+        n += 55;
+        match c.put_records(stream, &entries).await {
+            Ok(out) => {
+                for (e, r) in entries.iter().zip(&out.records) {
+                    if r.error_code.is_none() {
+                        acked.insert(e.data.clone());
+                    }
+                }
+            }
+            Err(e) if e.is_transient() || e.outcome_unknown() => {}
+            Err(e) => return Err(e.into()),
+        }
+        tokio::time::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed())).await;
+    }
+    Ok(acked)
+}
+
+/// PROVISIONED → ON_DEMAND under 2.75 shards of load: the stream is UPDATING while it is
+/// resharded to `ceil(2.75 / 50 %)` = 6 shards (5–7 allowing for measurement jitter), then
+/// ACTIVE and ON_DEMAND. Returns the acknowledged records.
+async fn switch_sizes_for_the_traffic(
+    cluster: &Cluster,
+    c: &KinesisClient,
+) -> Result<HashSet<Vec<u8>>> {
+    let start = Instant::now();
+    let stop_ms = Arc::new(AtomicU64::new(60_000));
+    let w = tokio::spawn(spread_writer(
+        cluster.client(2),
+        "prov",
+        start,
+        stop_ms.clone(),
+    ));
+    // Let the autoscaler measure a full window (4 s) of the new load.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let arn = c.describe_stream_summary("prov").await?.stream_arn;
+    c.call(
+        "UpdateStreamMode",
+        &json!({"StreamARN": arn, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}),
+    )
+    .await?;
+    let switched = Instant::now();
+    let (mut updating, mut active_after) = (false, None);
+    while switched.elapsed() < Duration::from_secs(40) {
+        let d = c
+            .call("DescribeStreamSummary", &json!({"StreamName": "prov"}))
+            .await?;
+        let d = &d["StreamDescriptionSummary"];
+        let status = d["StreamStatus"].as_str().unwrap_or_default().to_string();
+        let mode = d["StreamModeDetails"]["StreamMode"]
+            .as_str()
+            .unwrap_or_default();
+        if mode == "ON_DEMAND" && status == "UPDATING" {
+            updating = true;
+        }
+        if mode == "ON_DEMAND" && status == "ACTIVE" && updating {
+            active_after = Some(switched.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_ms.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    let acked = w.await??;
+    let took = active_after.context("the switch to ON_DEMAND did not go UPDATING -> ACTIVE")?;
+    let n = open(&c.list_shards("prov").await?).len();
+    eprintln!("PROVISIONED -> ON_DEMAND: UPDATING for {took:?}, {n} open shards");
+    ensure!(
+        (5..=7).contains(&n),
+        "sized to {n} shards for 2.75 shards of load, not about 6"
+    );
+    Ok(acked)
 }
 
 fn sum(seconds: &[Second], from: usize, to: usize) -> Second {
@@ -262,6 +356,10 @@ async fn on_demand_split_spreads_the_load_and_stops_throttling() -> Result<()> {
         prov_shards.len() == 4 && open(&prov_shards).len() == 4,
         "the PROVISIONED stream was resharded"
     );
+
+    // Switching the PROVISIONED stream to ON_DEMAND sizes it for the traffic seen.
+    let acked_prov2 = switch_sizes_for_the_traffic(&cluster, &c).await?;
+    let acked_prov: HashSet<Vec<u8>> = acked_prov.union(&acked_prov2).cloned().collect();
 
     // No acknowledged record is lost, on either stream.
     for (stream, acked) in [("od", &acked_od), ("prov", &acked_prov)] {
