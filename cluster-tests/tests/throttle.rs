@@ -4,7 +4,10 @@
 //!   record as `ProvisionedThroughputExceededException` with `FailedRecordCount` (HTTP 200),
 //!   the accepted rate stays near the limit, and exactly the acknowledged records are read back.
 //! * PutRecord over the byte budget gets `ProvisionedThroughputExceededException`.
-//! * GetRecords at 10 calls/s is throttled to about 5.
+//! * GetRecords at 10 calls/s for 10 s is throttled to 5/s (± 10 %, after the 5-call burst).
+//! * PutRecords at twice a shard's 1 MiB/s for 11 s (128 KiB calls every 62.5 ms): the
+//!   accepted rate beyond the 1 MiB initial burst is 1 MiB/s ± 10 %, and every refused record
+//!   carries `ProvisionedThroughputExceededException`.
 //! * The CloudWatch-named counters on `/metrics` count the refusals.
 
 use std::time::{Duration, Instant};
@@ -134,14 +137,14 @@ async fn shard_limits_throttle_writes_and_reads() -> Result<()> {
         "got {err}"
     );
 
-    // GetRecords at 10 calls/s for 4 s: about 5/s (plus the burst) get through.
+    // GetRecords at 10 calls/s for 10 s: 5/s (plus the 5-call burst) get through.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let it = c
         .get_shard_iterator("throttled", "shardId-000000000000", &IteratorType::Latest)
         .await?;
     let (mut ok, mut throttled) = (0u32, 0u32);
     let start = Instant::now();
-    for _ in 0..40 {
+    for _ in 0..100 {
         let tick = Instant::now();
         match c.get_records(&it, Some(1)).await {
             Ok(_) => ok += 1,
@@ -151,12 +154,70 @@ async fn shard_limits_throttle_writes_and_reads() -> Result<()> {
         tokio::time::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed())).await;
     }
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("GetRecords: {ok} ok, {throttled} throttled in {secs:.1} s");
+    let admitted_rate = (f64::from(ok) - 5.0) / secs;
+    eprintln!(
+        "GetRecords: {ok} ok, {throttled} throttled in {secs:.1} s ({admitted_rate:.2}/s beyond the burst)"
+    );
     ensure!(throttled > 0, "10 calls/s were not throttled");
     ensure!(
-        f64::from(ok) <= 5.0 * secs + 5.0 + 2.0,
-        "{ok} calls admitted in {secs:.1} s"
+        (4.5..=5.5).contains(&admitted_rate),
+        "{ok} calls admitted in {secs:.1} s: {admitted_rate:.2}/s beyond the burst, not 5/s +- 10%"
     );
     ensure!(metric(&cluster, "ReadProvisionedThroughputExceeded").await? >= u64::from(throttled));
+    write_bytes_at_twice_the_limit(&cluster).await
+}
+
+/// PutRecords at 2 MiB/s (8 records of exactly 16 KiB billed every 62.5 ms) for 11 s on a
+/// fresh shard: beyond the 1 MiB initial burst, 1 MiB/s ± 10 % is accepted.
+async fn write_bytes_at_twice_the_limit(cluster: &Cluster) -> Result<()> {
+    const MIB: f64 = (1 << 20) as f64;
+    const RECORD: usize = 16 << 10;
+    let c = cluster.client(1);
+    c.create_stream("bytes", 1).await?;
+    c.wait_active("bytes", Duration::from_secs(20)).await?;
+    let (mut offered, mut accepted, mut refused) = (0u64, 0u64, 0u64);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(11) {
+        let tick = Instant::now();
+        let entries: Vec<PutEntry> = (0..8)
+            .map(|i| {
+                let key = format!("k{}", (n + i) % 10);
+                PutEntry {
+                    data: vec![b'b'; RECORD - key.len()],
+                    partition_key: key,
+                    explicit_hash_key: None,
+                }
+            })
+            .collect();
+        n += 8;
+        offered += 8 * RECORD as u64;
+        let out = c.put_records("bytes", &entries).await?;
+        for r in &out.records {
+            match (&r.error_code, &r.error_message) {
+                (None, _) => accepted += RECORD as u64,
+                (Some(code), Some(msg)) if code == THROTTLED && !msg.is_empty() => refused += 1,
+                other => anyhow::bail!("unexpected per-record answer {other:?}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_micros(62_500).saturating_sub(tick.elapsed())).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let offered_rate = offered as f64 / secs / MIB;
+    let rate = (accepted as f64 - MIB) / secs / MIB;
+    eprintln!(
+        "bytes: offered {offered_rate:.2} MiB/s for {secs:.1} s, accepted {:.2} MiB ({rate:.3} MiB/s beyond the burst), {refused} records refused",
+        accepted as f64 / MIB
+    );
+    ensure!(
+        offered_rate >= 1.6,
+        "the client offered only {offered_rate:.2} MiB/s, not about twice the limit"
+    );
+    ensure!(refused > 0, "nothing was refused at twice the byte limit");
+    ensure!(
+        (0.9..=1.1).contains(&rate),
+        "accepted {rate:.3} MiB/s, not 1 MiB/s +- 10%"
+    );
+    ensure!(metric(cluster, "IncomingBytes").await? >= accepted);
     Ok(())
 }

@@ -1,8 +1,11 @@
 """boto3 against the settings operations: tags (stream and resource variants), encryption,
 enhanced monitoring, resource policies, limits, account settings, record size and warm
-throughput; paginators and waiters; one error of each family, authentication included."""
+throughput; paginators and waiters; one error of each family, authentication included;
+UpdateStreamMode (UPDATING -> ACTIVE, the 2-per-24-hours limit) and the per-stream
+`spate:` limit tags."""
 
 import json
+import time
 import os
 import http.client
 from urllib.parse import urlparse
@@ -232,3 +235,166 @@ def test_cors_preflight():
 def test_param_validation_is_client_side(kinesis):
     with pytest.raises(ParamValidationError):
         kinesis.add_tags_to_stream(StreamName="s", Tags="not-a-map")
+
+
+def _summary(kinesis, name):
+    return kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
+
+
+@kinesalite_gap
+def test_update_stream_mode_updating_active_and_limit(kinesis):
+    """PROVISIONED (1 shard) -> ON_DEMAND: UPDATING while it is resharded to the on-demand
+    minimum of 4 shards, then ACTIVE; a switch meanwhile is ResourceInUse. ON_DEMAND ->
+    PROVISIONED keeps the 4 shards. The third switch in 24 h is LimitExceeded."""
+    name = unique_name("mode")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    try:
+        wait_active(kinesis, name)
+        with pytest.raises(ClientError) as e:
+            kinesis.update_stream_mode(StreamARN=arn(name), StreamModeDetails={"StreamMode": "PROVISIONED"})
+        assert error_code(e) == "InvalidArgumentException"
+
+        kinesis.update_stream_mode(StreamARN=arn(name), StreamModeDetails={"StreamMode": "ON_DEMAND"})
+        seen, in_use_checked = [], False
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            s = _summary(kinesis, name)
+            seen.append((s["StreamStatus"], s["StreamModeDetails"]["StreamMode"]))
+            if s["StreamStatus"] == "UPDATING" and not in_use_checked:
+                with pytest.raises(ClientError) as e:
+                    kinesis.update_stream_mode(
+                        StreamARN=arn(name), StreamModeDetails={"StreamMode": "PROVISIONED"}
+                    )
+                assert error_code(e) == "ResourceInUseException"
+                in_use_checked = True
+            if seen[-1] == ("ACTIVE", "ON_DEMAND") and ("UPDATING", "ON_DEMAND") in seen:
+                break
+            time.sleep(0.05)
+        assert ("UPDATING", "ON_DEMAND") in seen, seen
+        assert seen[-1] == ("ACTIVE", "ON_DEMAND"), seen[-5:]
+        assert in_use_checked
+        s = _summary(kinesis, name)
+        assert s["OpenShardCount"] == 4
+        d = kinesis.describe_stream(StreamName=name)["StreamDescription"]
+        assert d["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+        summaries = kinesis.list_streams()["StreamSummaries"]
+        mine = [x for x in summaries if x["StreamName"] == name]
+        assert mine and mine[0]["StreamModeDetails"] == {"StreamMode": "ON_DEMAND"}
+        open_shards = [
+            sh for sh in kinesis.list_shards(StreamName=name)["Shards"]
+            if "EndingSequenceNumber" not in sh["SequenceNumberRange"]
+        ]
+        assert len(open_shards) == 4
+
+        kinesis.update_stream_mode(StreamARN=arn(name), StreamModeDetails={"StreamMode": "PROVISIONED"})
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            s = _summary(kinesis, name)
+            if (s["StreamStatus"], s["StreamModeDetails"]["StreamMode"]) == ("ACTIVE", "PROVISIONED"):
+                break
+            time.sleep(0.05)
+        assert (s["StreamStatus"], s["StreamModeDetails"]["StreamMode"]) == ("ACTIVE", "PROVISIONED")
+        assert s["OpenShardCount"] == 4
+
+        with pytest.raises(ClientError) as e:
+            kinesis.update_stream_mode(StreamARN=arn(name), StreamModeDetails={"StreamMode": "ON_DEMAND"})
+        assert error_code(e) == "LimitExceededException"
+        assert "24-hour" in e.value.response["Error"]["Message"]
+        assert _summary(kinesis, name)["StreamModeDetails"]["StreamMode"] == "PROVISIONED"
+    finally:
+        delete_quietly(kinesis, name)
+
+
+def _no_retry_client():
+    from conftest import REGION, _endpoint
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "kinesis",
+        endpoint_url=_endpoint(),
+        region_name=REGION,
+        aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+        aws_secret_access_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        config=Config(region_name=REGION, retries={"total_max_attempts": 1}),
+    )
+
+
+def _write_burst(kinesis, name):
+    """2,000 records in four quick PutRecords calls; returns how many were throttled."""
+    throttled = 0
+    for b in range(4):
+        out = kinesis.put_records(
+            StreamName=name,
+            Records=[{"Data": b"x", "PartitionKey": "k%d" % i} for i in range(500)],
+        )
+        throttled += sum(
+            1 for r in out["Records"] if r.get("ErrorCode") == "ProvisionedThroughputExceededException"
+        )
+    return throttled
+
+
+def _read_burst(client, name):
+    """15 GetRecords calls back to back; returns how many were throttled."""
+    it = client.get_shard_iterator(StreamName=name, ShardId="shardId-000000000000", ShardIteratorType="LATEST")[
+        "ShardIterator"
+    ]
+    throttled = 0
+    for _ in range(15):
+        try:
+            client.get_records(ShardIterator=it, Limit=1)
+        except ClientError as e:
+            assert error_code_of(e) == "ProvisionedThroughputExceededException"
+            throttled += 1
+    return throttled
+
+
+def error_code_of(err):
+    return err.response["Error"]["Code"]
+
+
+@kinesalite_gap
+def test_per_stream_limit_tags_raise_and_lift_limits(kinesis):
+    """The reserved tags spate:write-records-per-sec / spate:read-calls-per-sec raise or lift
+    one stream's limits, taken up by the shard leader without a restart; bad values are
+    InvalidArgumentException."""
+    name = unique_name("limits")
+    kinesis.create_stream(StreamName=name, ShardCount=1)
+    raw = _no_retry_client()
+    try:
+        wait_active(kinesis, name)
+        with pytest.raises(ClientError) as e:
+            kinesis.add_tags_to_stream(StreamName=name, Tags={"spate:write-records-per-sec": "lots"})
+        assert error_code(e) == "InvalidArgumentException"
+        assert "spate:write-records-per-sec" in e.value.response["Error"]["Message"]
+
+        # Default limits: 1,000 records/s and 5 reads/s per shard.
+        assert _write_burst(kinesis, name) > 0
+        assert _read_burst(raw, name) > 0
+
+        kinesis.add_tags_to_stream(
+            StreamName=name,
+            Tags={"spate:write-records-per-sec": "100000", "spate:read-calls-per-sec": "unlimited"},
+        )
+        time.sleep(1.5)  # let the buckets refill; the tag itself applies within milliseconds
+        deadline = time.time() + 10
+        while True:
+            w, r = _write_burst(kinesis, name), _read_burst(raw, name)
+            if (w, r) == (0, 0) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        assert (w, r) == (0, 0)
+
+        # Removing the tags restores the cluster limits.
+        kinesis.remove_tags_from_stream(
+            StreamName=name, TagKeys=["spate:write-records-per-sec", "spate:read-calls-per-sec"]
+        )
+        deadline = time.time() + 10
+        while True:
+            w = _write_burst(kinesis, name)
+            if w > 0 or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        assert w > 0
+    finally:
+        delete_quietly(kinesis, name)

@@ -125,6 +125,24 @@ pub enum ReshardOp {
     },
 }
 
+/// Open shards a stream being switched from PROVISIONED to ON_DEMAND is sized to: enough
+/// that its recent peak load (`peak_shards`, in shards: the sum of per-shard utilisations)
+/// would put at most `split_threshold` (50 %) on each shard — `ceil(peak ÷ 0.5)`, i.e. twice
+/// the peak, as the on-demand target — at least `min_shards`, never fewer than the stream
+/// has (a switch never merges), and never more than `shard_limit` (unless it already has
+/// more).
+pub fn on_demand_shards(open: u32, peak_shards: f64, p: &AutoscaleParams) -> u32 {
+    let per_shard = if p.split_threshold > 0.0 {
+        p.split_threshold
+    } else {
+        0.5
+    };
+    let need = (peak_shards.max(0.0) / per_shard - 1e-9).ceil();
+    // `as` maps NaN to 0 and saturates +inf.
+    let need = need.min(f64::from(u32::MAX)) as u32;
+    need.max(p.min_shards).min(p.shard_limit.max(1)).max(open)
+}
+
 /// The midpoint split of `[start, end]`: the first key of the upper child.
 pub fn midpoint(start: u128, end: u128) -> Option<u128> {
     (end > start).then(|| start + (end - start) / 2 + 1)
@@ -329,6 +347,7 @@ mod tests {
             reshard: None,
             target_shard_count: None,
             shard_count_updates: Vec::new(),
+            mode_switches: Default::default(),
         }
     }
 
@@ -516,7 +535,42 @@ mod tests {
         assert!(plan(&s, &h, NOW_MS, &p).is_empty());
     }
 
+    #[test]
+    fn switch_to_on_demand_sizes_for_the_peak() {
+        let p = AutoscaleParams::default();
+        // Idle or light: the on-demand minimum of 4, never fewer than today.
+        assert_eq!(on_demand_shards(1, 0.0, &p), 4);
+        assert_eq!(on_demand_shards(1, 1.2, &p), 4);
+        assert_eq!(on_demand_shards(6, 0.3, &p), 6);
+        // 2.0 shards of load need 4 shards at 50 %; 3.1 need 7.
+        assert_eq!(on_demand_shards(2, 2.0, &p), 4);
+        assert_eq!(on_demand_shards(5, 3.1, &p), 7);
+        // Capped by the shard limit, but an existing larger stream keeps its shards.
+        let small = AutoscaleParams {
+            shard_limit: 6,
+            ..p
+        };
+        assert_eq!(on_demand_shards(5, 9.0, &small), 6);
+        assert_eq!(on_demand_shards(8, 9.0, &small), 8);
+        assert_eq!(on_demand_shards(1, f64::INFINITY, &small), 6);
+        assert_eq!(on_demand_shards(1, f64::NAN, &p), 4);
+    }
+
     proptest! {
+        /// The size always leaves each shard at most 50 % of the peak (when the limit
+        /// allows), and respects the bounds.
+        #[test]
+        fn on_demand_size_bounds(open in 1u32..300, peak in 0.0f64..400.0, limit in 1u32..300) {
+            let p = AutoscaleParams { shard_limit: limit, ..AutoscaleParams::default() };
+            let n = on_demand_shards(open, peak, &p);
+            prop_assert!(n >= open);
+            prop_assert!(n <= limit.max(open));
+            if n < limit.max(open) {
+                prop_assert!(n >= 4);
+                prop_assert!(peak / f64::from(n) <= 0.5 + 1e-9);
+            }
+        }
+
         /// Whatever the load: splits only of shards hot in >= 90 % of the window (when the
         /// stream is at its target), never past the limit, never a split and a merge together,
         /// and at most one merge.

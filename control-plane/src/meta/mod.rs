@@ -10,6 +10,7 @@
 pub mod autoscale;
 pub mod consumers;
 pub mod handle;
+pub mod mode;
 pub mod reshard;
 pub mod settings;
 pub mod state;

@@ -2,6 +2,12 @@
 //! monitoring, resource policies, record-size and throughput settings, account settings.
 //! Applied through [`MetaCommand::Settings`](super::MetaCommand::Settings).
 //!
+//! Reserved tags `spate:write-bytes-per-sec`, `spate:write-records-per-sec`,
+//! `spate:read-bytes-per-sec` and `spate:read-calls-per-sec` set the stream's own per-shard
+//! throughput limits (a positive integer per second, or `unlimited`) over the cluster's
+//! `[limits]`; [`StreamSettings::limit_overrides`] reads them. Any other `spate:` key and any
+//! other value are refused when the tag is added.
+//!
 //! Limits that depend on the current state (at most [`MAX_TAGS`] tags per stream) are
 //! checked here, inside the state machine, so that concurrent requests cannot overshoot
 //! them. Account-wide changes ignore the command's stream name.
@@ -18,6 +24,67 @@ pub const MAX_TAGS: usize = 50;
 pub const DEFAULT_MAX_RECORD_KIB: u32 = 1024;
 /// How long a minimum-throughput billing commitment lasts at least, ms (AWS: 24 h here).
 pub const COMMITMENT_MIN_MS: u64 = 24 * 3600 * 1000;
+
+/// Prefix of the reserved tag keys (compared case-insensitively).
+pub const RESERVED_TAG_PREFIX: &str = "spate:";
+/// The per-stream limit tags, in the order of [`LimitOverrides`]' fields.
+pub const LIMIT_TAGS: [&str; 4] = [
+    "spate:write-bytes-per-sec",
+    "spate:write-records-per-sec",
+    "spate:read-bytes-per-sec",
+    "spate:read-calls-per-sec",
+];
+
+/// One per-stream limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitValue {
+    /// At most this many per second per shard.
+    PerSec(u64),
+    /// Not limited.
+    Unlimited,
+}
+
+/// A stream's own limits; `None` keeps the cluster's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimitOverrides {
+    pub write_bytes: Option<LimitValue>,
+    pub write_records: Option<LimitValue>,
+    pub read_bytes: Option<LimitValue>,
+    pub read_calls: Option<LimitValue>,
+}
+
+/// Parses one tag: `Ok(None)` for an ordinary tag, the limit (by index into
+/// [`LIMIT_TAGS`]) for a limit tag, `Err` (the reason) for a bad reserved tag.
+pub fn parse_limit_tag(key: &str, value: &str) -> Result<Option<(usize, LimitValue)>, String> {
+    let reserved = key
+        .get(..RESERVED_TAG_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RESERVED_TAG_PREFIX));
+    if !reserved {
+        return Ok(None);
+    }
+    let Some(index) = LIMIT_TAGS.iter().position(|k| *k == key) else {
+        return Err(format!(
+            "the tag key prefix '{RESERVED_TAG_PREFIX}' is reserved for the stream limits {} (key {key}).",
+            LIMIT_TAGS.join(", ")
+        ));
+    };
+    let v = value.trim();
+    if v.eq_ignore_ascii_case("unlimited") {
+        return Ok(Some((index, LimitValue::Unlimited)));
+    }
+    match v.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(Some((index, LimitValue::PerSec(n)))),
+        _ => Err(format!(
+            "invalid value '{value}' for tag {key}: expected a positive integer (per second per shard) or 'unlimited'."
+        )),
+    }
+}
+
+/// Checks the reserved tags of a tag map about to be added.
+pub fn check_limit_tags(tags: &BTreeMap<String, String>) -> Result<(), String> {
+    tags.iter()
+        .try_for_each(|(k, v)| parse_limit_tag(k, v).map(|_| ()))
+}
 
 /// Server-side encryption of a stream (metadata only: data is not encrypted at rest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +109,26 @@ pub struct StreamSettings {
 }
 
 impl StreamSettings {
+    /// The stream's own throughput limits, from its reserved tags.
+    pub fn limit_overrides(&self) -> LimitOverrides {
+        let mut o = LimitOverrides::default();
+        for (k, v) in self.tags.range(RESERVED_TAG_PREFIX.to_string()..) {
+            if !k.starts_with(RESERVED_TAG_PREFIX) {
+                break;
+            }
+            if let Ok(Some((i, value))) = parse_limit_tag(k, v) {
+                let slot = match i {
+                    0 => &mut o.write_bytes,
+                    1 => &mut o.write_records,
+                    2 => &mut o.read_bytes,
+                    _ => &mut o.read_calls,
+                };
+                *slot = Some(value);
+            }
+        }
+        o
+    }
+
     /// The stream's maximum record size in bytes (data + partition key).
     pub fn max_record_bytes(&self) -> usize {
         self.max_record_size_kib.unwrap_or(DEFAULT_MAX_RECORD_KIB) as usize * 1024
@@ -115,6 +202,9 @@ impl StreamSettings {
     pub fn apply(&mut self, name: &str, change: &SettingsChange) -> Result<(), MetaError> {
         match change {
             SettingsChange::AddTags(tags) => {
+                check_limit_tags(tags).map_err(|m| {
+                    MetaError::Invalid(format!("Failed to add tags to stream {name}: {m}"))
+                })?;
                 let added = tags.keys().filter(|k| !self.tags.contains_key(*k)).count();
                 if self.tags.len() + added > MAX_TAGS {
                     return Err(MetaError::Invalid(format!(
@@ -281,6 +371,58 @@ mod tests {
             apply(&mut st, SettingsChange::AddTags(one_more)),
             MetaResponse::Done
         );
+    }
+
+    #[test]
+    fn limit_tags_are_validated_and_read() {
+        let mut st = state_with_stream();
+        let tags = |pairs: &[(&str, &str)]| {
+            SettingsChange::AddTags(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        assert_eq!(settings(&st).limit_overrides(), LimitOverrides::default());
+        assert_eq!(
+            apply(
+                &mut st,
+                tags(&[
+                    ("spate:write-bytes-per-sec", "4194304"),
+                    ("spate:read-calls-per-sec", "Unlimited"),
+                    ("team", "x"),
+                ])
+            ),
+            MetaResponse::Done
+        );
+        let o = settings(&st).limit_overrides();
+        assert_eq!(o.write_bytes, Some(LimitValue::PerSec(4 << 20)));
+        assert_eq!(o.read_calls, Some(LimitValue::Unlimited));
+        assert_eq!((o.write_records, o.read_bytes), (None, None));
+        for bad in [
+            ("spate:write-records-per-sec", "0"),
+            ("spate:write-records-per-sec", "-5"),
+            ("spate:write-records-per-sec", "1.5"),
+            ("spate:write-records-per-sec", ""),
+            ("spate:read-bytes-per-sec", "lots"),
+            ("spate:unknown", "1"),
+            ("SPATE:write-bytes-per-sec", "1"),
+        ] {
+            match apply(&mut st, tags(&[bad])) {
+                MetaResponse::Failed(MetaError::Invalid(m)) => {
+                    assert!(m.contains(bad.0), "{m}")
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        // Nothing of a refused change is applied.
+        assert_eq!(settings(&st).tags.len(), 3);
+        apply(
+            &mut st,
+            SettingsChange::RemoveTags(vec!["spate:write-bytes-per-sec".into()]),
+        );
+        assert_eq!(settings(&st).limit_overrides().write_bytes, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::consumers::{ConsumerCommand, ConsumerMeta};
+use super::mode::{ModeCommand, ModeSwitches};
 use super::settings::{AccountSettings, SettingsChange, StreamSettings};
 
 /// Number of replicas of every shard group.
@@ -125,6 +126,8 @@ pub struct StreamMeta {
     pub target_shard_count: Option<u32>,
     /// When UpdateShardCount was called (ms), for the 10-per-24-hours limit.
     pub shard_count_updates: Vec<u64>,
+    /// Capacity-mode switches: recent ones and the one in progress (see `mode`).
+    pub mode_switches: ModeSwitches,
 }
 
 impl StreamMeta {
@@ -228,6 +231,8 @@ pub enum MetaCommand {
     },
     /// Registers/deregisters enhanced fan-out consumers (see `consumers`).
     Consumer(ConsumerCommand),
+    /// UpdateStreamMode and its completion (see `mode`).
+    StreamMode(ModeCommand),
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -264,6 +269,7 @@ impl std::fmt::Display for MetaCommand {
             MetaCommand::ExpireShard { name, index } => write!(f, "ExpireShard({name}, {index})"),
             MetaCommand::Settings { name, change } => write!(f, "Settings({name}, {change})"),
             MetaCommand::Consumer(c) => write!(f, "Consumer({c})"),
+            MetaCommand::StreamMode(c) => write!(f, "StreamMode({c})"),
         }
     }
 }
@@ -372,6 +378,7 @@ impl MetaState {
             MetaCommand::ExpireShard { name, index } => self.expire_shard(name, *index),
             MetaCommand::Settings { name, change } => self.apply_settings(name, change),
             MetaCommand::Consumer(cmd) => self.apply_consumer(cmd),
+            MetaCommand::StreamMode(cmd) => self.apply_mode(cmd),
         }
     }
 
@@ -435,6 +442,7 @@ impl MetaState {
                 reshard: None,
                 target_shard_count: None,
                 shard_count_updates: Vec::new(),
+                mode_switches: ModeSwitches::default(),
             },
         );
         self.epoch += 1;

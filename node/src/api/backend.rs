@@ -323,6 +323,15 @@ pub trait Backend: Send + Sync + 'static {
     /// The account-wide settings.
     fn account_settings(&self) -> impl Future<Output = KinesisResult<AccountSettings>> + Send;
 
+    /// UpdateStreamMode: switches the stream's capacity mode (it shows `UPDATING` until the
+    /// switch's work is done). Refusals: not ACTIVE → `ResourceInUseException`, already in
+    /// `mode` → `InvalidArgumentException`, a third switch in 24 h → `LimitExceededException`.
+    fn update_stream_mode(
+        &self,
+        name: &str,
+        mode: StreamMode,
+    ) -> impl Future<Output = KinesisResult<()>> + Send;
+
     /// Region and account this cluster answers for (ARNs, validation of `StreamARN`).
     fn region(&self) -> &str;
     fn account_id(&self) -> &str;

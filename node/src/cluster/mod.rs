@@ -353,6 +353,10 @@ impl Backend for ClusterBackend {
         Ok(self.account_of())
     }
 
+    async fn update_stream_mode(&self, name: &str, mode: StreamMode) -> KinesisResult<()> {
+        self.update_stream_mode_impl(name, mode).await
+    }
+
     fn region(&self) -> &str {
         &self.region
     }

@@ -154,6 +154,23 @@ impl ShardManager {
                 tracing::error!(group, error = %e, "cannot start shard group");
             }
         }
+        self.apply_limits(state);
+    }
+
+    /// Hands every hosted replica its stream's limits (the cluster's `[limits]` with the
+    /// stream's `spate:` limit tags), so a tag change takes effect without a restart.
+    fn apply_limits(&self, state: &MetaState) {
+        for stream in state.streams.values() {
+            let limits = self
+                .capacity
+                .limits
+                .effective(&stream.settings.limit_overrides());
+            for shard in &stream.shards {
+                if let Some(r) = self.get(shard.group) {
+                    r.set_limits(limits);
+                }
+            }
+        }
     }
 
     async fn start(&self, group: GroupId, placement: Placement) -> anyhow::Result<()> {

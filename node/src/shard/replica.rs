@@ -17,7 +17,7 @@ use super::batcher::now_ms;
 use super::batcher::PutJob;
 use super::metrics::CapacityMetrics;
 use super::store::{Progress, ShardStore, StoredRecord};
-use super::throttle::{Limits, LoadBucket, LoadMeter, ShardThrottle, Throttled};
+use super::throttle::{EffectiveLimits, Limits, LoadBucket, LoadMeter, ShardThrottle, Throttled};
 use super::{RecordIn, ShardCommand, ShardIdentity, ShardRaft, ShardResponse};
 use openraft::errors::{ClientWriteError, RaftError};
 
@@ -165,6 +165,12 @@ impl ShardReplica {
 
     fn throttle(&self) -> std::sync::MutexGuard<'_, ShardThrottle> {
         self.throttle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies the stream's current limits (cluster `[limits]` with its per-stream
+    /// overrides); a no-op when they are unchanged.
+    pub fn set_limits(&self, limits: EffectiveLimits) {
+        self.throttle().set_limits(limits, Instant::now());
     }
 
     fn meter(&self) -> std::sync::MutexGuard<'_, LoadMeter> {

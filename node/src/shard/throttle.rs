@@ -7,10 +7,16 @@
 //! taken, so a request larger than the burst capacity passes on a full bucket and drives it
 //! negative — a large read debits the following seconds, as in Kinesis. Everything here is
 //! pure: callers pass the current [`Instant`], so tests drive time explicitly.
+//!
+//! The cluster's [`Limits`] apply to every stream unless the stream overrides them with its
+//! reserved `spate:` tags ([`Limits::effective`]); the shard manager hands every hosted
+//! replica its stream's [`EffectiveLimits`] whenever the metadata view changes, and
+//! [`ShardThrottle::set_limits`] retunes the buckets in place (no restart, balances kept).
 
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use spate_control_plane::meta::settings::{LimitOverrides, LimitValue};
 
 /// Per-shard limits (the `[limits]` configuration section).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -39,6 +45,40 @@ impl Default for Limits {
             shard_read_bytes_per_sec: 2 << 20,
             shard_read_calls_per_sec: 5,
             burst_ms: 1_000,
+        }
+    }
+}
+
+/// The limits one shard enforces: per second per shard, `None` = unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveLimits {
+    pub write_bytes: Option<u64>,
+    pub write_records: Option<u64>,
+    pub read_bytes: Option<u64>,
+    pub read_calls: Option<u64>,
+    pub burst_ms: u64,
+}
+
+impl Limits {
+    /// The limits of a stream with the per-stream `overrides` (from its reserved tags).
+    /// `enabled = false` switches every limit off, overrides included.
+    pub fn effective(&self, overrides: &LimitOverrides) -> EffectiveLimits {
+        let pick = |o: Option<LimitValue>, base: u64| {
+            if !self.enabled {
+                return None;
+            }
+            match o {
+                None => Some(base),
+                Some(LimitValue::PerSec(n)) => Some(n),
+                Some(LimitValue::Unlimited) => None,
+            }
+        };
+        EffectiveLimits {
+            write_bytes: pick(overrides.write_bytes, self.shard_write_bytes_per_sec),
+            write_records: pick(overrides.write_records, self.shard_write_records_per_sec),
+            read_bytes: pick(overrides.read_bytes, self.shard_read_bytes_per_sec),
+            read_calls: pick(overrides.read_calls, self.shard_read_calls_per_sec),
+            burst_ms: self.burst_ms.max(1),
         }
     }
 }
@@ -87,6 +127,48 @@ impl TokenBucket {
         self.refill(now);
         self.tokens -= cost;
     }
+
+    /// Changes the rate (and the capacity with it): what was earned at the old rate until
+    /// `now` is kept, capped at the new capacity; a debt stays a debt.
+    pub fn retune(&mut self, rate_per_sec: u64, burst: Duration, now: Instant) {
+        self.refill(now);
+        self.rate = rate_per_sec as f64;
+        self.capacity = (self.rate * burst.as_secs_f64()).max(1.0);
+        self.tokens = self.tokens.min(self.capacity);
+    }
+}
+
+/// A bucket per limit, `None` when unlimited.
+fn bucket(rate: Option<u64>, burst: Duration, now: Instant) -> Option<TokenBucket> {
+    rate.map(|r| TokenBucket::new(r, burst, now))
+}
+
+fn can_take(b: &mut Option<TokenBucket>, cost: f64, now: Instant) -> bool {
+    b.as_mut().is_none_or(|b| b.can_take(cost, now))
+}
+
+fn debit(b: &mut Option<TokenBucket>, cost: f64, now: Instant) {
+    if let Some(b) = b {
+        b.debit(cost, now);
+    }
+}
+
+fn retune(
+    b: &mut Option<TokenBucket>,
+    old: Option<u64>,
+    new: Option<u64>,
+    burst: Duration,
+    old_burst: Duration,
+    now: Instant,
+) {
+    if old == new && burst == old_burst {
+        return;
+    }
+    match (b.as_mut(), new) {
+        (Some(bucket), Some(rate)) => bucket.retune(rate, burst, now),
+        (None, Some(rate)) => *b = Some(TokenBucket::new(rate, burst, now)),
+        (_, None) => *b = None,
+    }
 }
 
 /// Why a request was refused.
@@ -113,64 +195,115 @@ impl Throttled {
 /// The four buckets of one shard.
 #[derive(Debug, Clone)]
 pub struct ShardThrottle {
-    enabled: bool,
-    write_bytes: TokenBucket,
-    write_records: TokenBucket,
-    read_bytes: TokenBucket,
-    read_calls: TokenBucket,
+    limits: EffectiveLimits,
+    write_bytes: Option<TokenBucket>,
+    write_records: Option<TokenBucket>,
+    read_bytes: Option<TokenBucket>,
+    read_calls: Option<TokenBucket>,
 }
 
 impl ShardThrottle {
+    /// Full buckets for the cluster's limits (no per-stream overrides).
     pub fn new(limits: &Limits, now: Instant) -> Self {
+        Self::with_limits(limits.effective(&LimitOverrides::default()), now)
+    }
+
+    /// Full buckets for `limits`.
+    pub fn with_limits(limits: EffectiveLimits, now: Instant) -> Self {
         let burst = Duration::from_millis(limits.burst_ms.max(1));
         Self {
-            enabled: limits.enabled,
-            write_bytes: TokenBucket::new(limits.shard_write_bytes_per_sec, burst, now),
-            write_records: TokenBucket::new(limits.shard_write_records_per_sec, burst, now),
-            read_bytes: TokenBucket::new(limits.shard_read_bytes_per_sec, burst, now),
-            read_calls: TokenBucket::new(limits.shard_read_calls_per_sec, burst, now),
+            limits,
+            write_bytes: bucket(limits.write_bytes, burst, now),
+            write_records: bucket(limits.write_records, burst, now),
+            read_bytes: bucket(limits.read_bytes, burst, now),
+            read_calls: bucket(limits.read_calls, burst, now),
         }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> EffectiveLimits {
+        self.limits
+    }
+
+    /// Switches to new limits in place: changed buckets are retuned (balances kept,
+    /// capped at the new capacity), newly limited ones start full, unlimited ones go.
+    pub fn set_limits(&mut self, limits: EffectiveLimits, now: Instant) {
+        if limits == self.limits {
+            return;
+        }
+        let old = self.limits;
+        let burst = Duration::from_millis(limits.burst_ms.max(1));
+        let old_burst = Duration::from_millis(old.burst_ms.max(1));
+        retune(
+            &mut self.write_bytes,
+            old.write_bytes,
+            limits.write_bytes,
+            burst,
+            old_burst,
+            now,
+        );
+        retune(
+            &mut self.write_records,
+            old.write_records,
+            limits.write_records,
+            burst,
+            old_burst,
+            now,
+        );
+        retune(
+            &mut self.read_bytes,
+            old.read_bytes,
+            limits.read_bytes,
+            burst,
+            old_burst,
+            now,
+        );
+        retune(
+            &mut self.read_calls,
+            old.read_calls,
+            limits.read_calls,
+            burst,
+            old_burst,
+            now,
+        );
+        self.limits = limits;
     }
 
     /// Admits a put of `records` records totalling `bytes` billed bytes, or refuses it
     /// whole (nothing is taken then).
     pub fn admit_write(&mut self, bytes: u64, records: u64, now: Instant) -> Result<(), Throttled> {
-        if !self.enabled {
-            return Ok(());
-        }
-        if !self.write_records.can_take(records as f64, now) {
+        if !can_take(&mut self.write_records, records as f64, now) {
             return Err(Throttled::WriteRecords);
         }
-        if !self.write_bytes.can_take(bytes as f64, now) {
+        if !can_take(&mut self.write_bytes, bytes as f64, now) {
             return Err(Throttled::WriteBytes);
         }
-        self.write_records.debit(records as f64, now);
-        self.write_bytes.debit(bytes as f64, now);
+        debit(&mut self.write_records, records as f64, now);
+        debit(&mut self.write_bytes, bytes as f64, now);
         Ok(())
     }
 
     /// Admits one `GetRecords` call: a call token must be free and the byte budget must not
     /// be overdrawn. The bytes are charged afterwards with [`Self::charge_read`].
     pub fn admit_read(&mut self, now: Instant) -> Result<(), Throttled> {
-        if !self.enabled {
-            return Ok(());
-        }
-        if self.read_bytes.available(now) <= 0.0 {
+        if self
+            .read_bytes
+            .as_mut()
+            .is_some_and(|b| b.available(now) <= 0.0)
+        {
             return Err(Throttled::ReadBytes);
         }
-        if !self.read_calls.can_take(1.0, now) {
+        if !can_take(&mut self.read_calls, 1.0, now) {
             return Err(Throttled::ReadCalls);
         }
-        self.read_calls.debit(1.0, now);
+        debit(&mut self.read_calls, 1.0, now);
         Ok(())
     }
 
     /// Charges the bytes a read returned; a large read overdraws the budget and throttles
     /// the reads of the following seconds.
     pub fn charge_read(&mut self, bytes: u64, now: Instant) {
-        if self.enabled {
-            self.read_bytes.debit(bytes as f64, now);
-        }
+        debit(&mut self.read_bytes, bytes as f64, now);
     }
 }
 
@@ -349,6 +482,101 @@ mod tests {
             assert_eq!(t.admit_read(t0), Ok(()));
             t.charge_read(10 * MIB, t0);
         }
+    }
+
+    fn overrides(pairs: &[(usize, LimitValue)]) -> LimitOverrides {
+        let mut o = LimitOverrides::default();
+        for (i, v) in pairs {
+            let slot = match i {
+                0 => &mut o.write_bytes,
+                1 => &mut o.write_records,
+                2 => &mut o.read_bytes,
+                _ => &mut o.read_calls,
+            };
+            *slot = Some(*v);
+        }
+        o
+    }
+
+    #[test]
+    fn stream_overrides_replace_the_cluster_limits() {
+        let base = Limits::default();
+        let e = base.effective(&overrides(&[
+            (1, LimitValue::PerSec(5_000)),
+            (3, LimitValue::Unlimited),
+        ]));
+        assert_eq!(e.write_bytes, Some(MIB));
+        assert_eq!(e.write_records, Some(5_000));
+        assert_eq!(e.read_bytes, Some(2 * MIB));
+        assert_eq!(e.read_calls, None);
+        // The cluster switch turns everything off, overrides included.
+        let off = Limits {
+            enabled: false,
+            ..base
+        };
+        let e = off.effective(&overrides(&[(1, LimitValue::PerSec(5))]));
+        assert_eq!(
+            (e.write_bytes, e.write_records, e.read_bytes, e.read_calls),
+            (None, None, None, None)
+        );
+        // Unlimited reads: 100 calls at once all pass.
+        let t0 = Instant::now();
+        let mut t = ShardThrottle::with_limits(
+            base.effective(&overrides(&[
+                (2, LimitValue::Unlimited),
+                (3, LimitValue::Unlimited),
+            ])),
+            t0,
+        );
+        for _ in 0..100 {
+            assert_eq!(t.admit_read(t0), Ok(()));
+            t.charge_read(10 * MIB, t0);
+        }
+        assert_eq!(t.admit_write(MIB, 1, t0), Ok(()));
+        assert_eq!(t.admit_write(1, 1, t0), Err(Throttled::WriteBytes));
+    }
+
+    #[test]
+    fn raising_a_limit_in_place_stops_throttling() {
+        let t0 = Instant::now();
+        let base = Limits::default();
+        let mut t = ShardThrottle::new(&base, t0);
+        // 2,000 records/s offered (20 every 10 ms) for 2 s: the 1 s burst plus 1,000/s
+        // pass, about 1,000 are refused.
+        let offer = |t: &mut ShardThrottle, from_ms: u64| {
+            let mut refused = 0;
+            for i in 0..200u64 {
+                if t.admit_write(200, 20, at(t0, from_ms + i * 10)).is_err() {
+                    refused += 20;
+                }
+            }
+            refused
+        };
+        let refused = offer(&mut t, 0);
+        assert!((800..=1_200).contains(&refused), "{refused} refused");
+        // Raised to 5,000/s: the same load passes; the balance was kept, not refilled.
+        let raised = base.effective(&overrides(&[(1, LimitValue::PerSec(5_000))]));
+        t.set_limits(raised, at(t0, 2_000));
+        assert_eq!(t.limits(), raised);
+        assert_eq!(offer(&mut t, 2_010), 0);
+        // Lowered to 100/s: the balance is capped at the new capacity at once.
+        let low = base.effective(&overrides(&[(1, LimitValue::PerSec(100))]));
+        t.set_limits(low, at(t0, 4_000));
+        assert_eq!(t.admit_write(10, 100, at(t0, 4_000)), Ok(()));
+        assert_eq!(
+            t.admit_write(10, 1, at(t0, 4_000)),
+            Err(Throttled::WriteRecords)
+        );
+        // Unlimited, then limited again (a fresh full bucket).
+        let unlimited = base.effective(&overrides(&[(1, LimitValue::Unlimited)]));
+        t.set_limits(unlimited, at(t0, 4_000));
+        assert_eq!(t.admit_write(10, 100_000, at(t0, 4_000)), Ok(()));
+        t.set_limits(low, at(t0, 4_000));
+        assert_eq!(t.admit_write(10, 100, at(t0, 4_000)), Ok(()));
+        assert_eq!(
+            t.admit_write(10, 1, at(t0, 4_000)),
+            Err(Throttled::WriteRecords)
+        );
     }
 
     #[test]

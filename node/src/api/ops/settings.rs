@@ -1,8 +1,9 @@
 //! Settings operations: Start/StopStreamEncryption, Enable/DisableEnhancedMonitoring,
 //! DescribeLimits, DescribeAccountSettings, UpdateAccountSettings, UpdateMaxRecordSize,
-//! UpdateStreamWarmThroughput — all pure metadata — and UpdateStreamMode (validated, then
-//! refused: changing the capacity mode belongs to the capacity work) (see `docs/compatibility.md` for what
-//! they do and do not do here) — and the describe-output helpers built on the settings.
+//! UpdateStreamWarmThroughput — all pure metadata — and UpdateStreamMode (the capacity-mode
+//! switch: `Backend::update_stream_mode`, `docs/capacity.md`) (see `docs/compatibility.md`
+//! for what they do and do not do here) — and the describe-output helpers built on the
+//! settings.
 
 use spate_proto::kinesis::limits;
 use spate_proto::kinesis::model::{
@@ -367,7 +368,11 @@ pub async fn update_stream_mode<B: Backend>(
                 m,
                 &["PROVISIONED", "ON_DEMAND"],
             ) {
-                target = Some(m.clone());
+                target = Some(if m == "ON_DEMAND" {
+                    StreamMode::OnDemand
+                } else {
+                    StreamMode::Provisioned
+                });
             }
         }
     }
@@ -378,15 +383,41 @@ pub async fn update_stream_mode<B: Backend>(
     let name = resolve_stream(backend, None, req.stream_arn.as_deref())?;
     let d = backend.describe_stream(&name).await?;
     require_active(backend, &name).await?;
-    if target.as_deref() == Some(d.mode.as_str()) {
+    let target = target.unwrap_or(d.mode);
+    if target == d.mode {
         return Err(KinesisError::invalid(format!(
             "Stream {name} under account {} is already in {} mode.",
             backend.account_id(),
             d.mode.as_str()
         )));
     }
-    Err(KinesisError::new(
-        spate_proto::kinesis::ErrorKind::UnknownOperation,
-        "Operation UpdateStreamMode (changing the capacity mode) is not supported by this server yet",
-    ))
+    let warm = req
+        .warm_throughput_mibps
+        .map(|m| u32::try_from(m).unwrap_or(u32::MAX));
+    if target == StreamMode::Provisioned && warm.is_some() {
+        return Err(KinesisError::invalid(
+            "WarmThroughputMiBps is valid only when the stream mode is being updated to ON_DEMAND.",
+        ));
+    }
+    if target == StreamMode::OnDemand {
+        let on_demand = backend
+            .list_streams()
+            .await?
+            .iter()
+            .filter(|s| s.mode == StreamMode::OnDemand)
+            .count();
+        if on_demand >= ON_DEMAND_STREAM_LIMIT as usize {
+            return Err(KinesisError::limit(format!(
+                "This request would exceed the limit of {ON_DEMAND_STREAM_LIMIT} ON_DEMAND streams for the account {}.",
+                backend.account_id()
+            )));
+        }
+    }
+    backend.update_stream_mode(&name, target).await?;
+    if let Some(m) = warm {
+        backend
+            .change_settings(&name, SettingsChange::WarmThroughput(m))
+            .await?;
+    }
+    Ok(Empty {})
 }

@@ -28,7 +28,8 @@ pub(crate) fn check_tag_map(v: &mut Violations, tags: &BTreeMap<String, String>)
     v.string_map("tags", tags, (1, 200), (1, 128), (0, 256));
 }
 
-/// Semantic checks of tags about to be added: reserved prefix, characters, count.
+/// Semantic checks of tags about to be added: reserved prefixes (`aws:`; `spate:` only for
+/// valid limit tags), characters, count.
 pub(crate) fn check_tags_semantics(
     stream: &str,
     tags: &BTreeMap<String, String>,
@@ -55,6 +56,10 @@ pub(crate) fn check_tags_semantics(
             "Failed to add tags to stream {stream}: tags may contain only letters, digits, white space and _ . : / = + - @."
         )));
     }
+    // The reserved `spate:` limit tags (docs/capacity.md).
+    spate_control_plane::meta::settings::check_limit_tags(tags).map_err(|m| {
+        KinesisError::invalid(format!("Failed to add tags to stream {stream}: {m}"))
+    })?;
     Ok(())
 }
 

@@ -27,6 +27,8 @@ struct MemStream {
     /// Records per shard index.
     records: Vec<Vec<RecordOut>>,
     settings: StreamSettings,
+    /// Capacity-mode switches (ms), for the 2-per-24-hours limit.
+    mode_switches: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -100,6 +102,7 @@ impl Backend for MemBackend {
                 },
                 records: vec![Vec::new(); n as usize],
                 settings: StreamSettings::default(),
+                mode_switches: Vec::new(),
             },
         );
         Ok(())
@@ -329,6 +332,24 @@ impl Backend for MemBackend {
 
     async fn account_settings(&self) -> KinesisResult<AccountSettings> {
         Ok(lock(&self.account).clone())
+    }
+
+    /// Switches at once (no UPDATING phase in memory), with the cluster's 24-hour rule.
+    async fn update_stream_mode(&self, name: &str, mode: StreamMode) -> KinesisResult<()> {
+        let mut streams = lock(&self.streams);
+        let s = streams.get_mut(name).ok_or_else(|| not_found(name))?;
+        if s.desc.mode == mode {
+            return Err(KinesisError::invalid(format!(
+                "Stream {name} is already in {} mode.",
+                mode.as_str()
+            )));
+        }
+        let now = crate::api::token::now_ms();
+        s.mode_switches =
+            spate_control_plane::meta::mode::record_switch(name, &s.mode_switches, now)
+                .map_err(KinesisError::limit)?;
+        s.desc.mode = mode;
+        Ok(())
     }
 
     fn region(&self) -> &str {

@@ -160,8 +160,20 @@ async fn validation_tables() {
          "2 validation errors detected: Value null at 'streamARN' failed to satisfy constraint: Member must not be null; Value null at 'streamModeDetails' failed to satisfy constraint: Member must not be null".into()),
         ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "FAST"}}), "ValidationException",
          "1 validation error detected: Value 'FAST' at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must satisfy enum value set: [PROVISIONED, ON_DEMAND]".into()),
-        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "PROVISIONED"}}), "InvalidArgumentException", String::new()),
-        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}), "UnknownOperationException", String::new()),
+        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "PROVISIONED"}}), "InvalidArgumentException",
+         "Stream s under account 000000000000 is already in PROVISIONED mode.".into()),
+        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}, "WarmThroughputMiBps": -1}), "ValidationException",
+         "1 validation error detected: Value '-1' at 'warmThroughputMiBps' failed to satisfy constraint: Member must have value greater than or equal to 0".into()),
+        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {}}), "ValidationException",
+         "1 validation error detected: Value null at 'streamModeDetails.streamMode' failed to satisfy constraint: Member must not be null".into()),
+        ("UpdateStreamMode", json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/nope", "StreamModeDetails": {"StreamMode": "ON_DEMAND"}}), "ResourceNotFoundException", String::new()),
+        ("UpdateStreamMode", json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": 7}}), "SerializationException", String::new()),
+        ("AddTagsToStream", json!({"StreamName": "s", "Tags": {"spate:write-bytes-per-sec": "fast"}}), "InvalidArgumentException",
+         "Failed to add tags to stream s: invalid value 'fast' for tag spate:write-bytes-per-sec: expected a positive integer (per second per shard) or 'unlimited'.".into()),
+        ("AddTagsToStream", json!({"StreamName": "s", "Tags": {"spate:write-records-per-sec": "0"}}), "InvalidArgumentException", String::new()),
+        ("AddTagsToStream", json!({"StreamName": "s", "Tags": {"spate:colour": "blue"}}), "InvalidArgumentException", String::new()),
+        ("TagResource", json!({"ResourceARN": ARN, "Tags": {"spate:read-calls-per-sec": "-1"}}), "InvalidArgumentException", String::new()),
+        ("CreateStream", json!({"StreamName": "t", "ShardCount": 1, "Tags": {"spate:read-bytes-per-sec": "1e6"}}), "InvalidArgumentException", String::new()),
     ];
     for (op, body, kind, message) in cases {
         let r = call(&c, &srv, op, body.clone()).await;
@@ -170,6 +182,82 @@ async fn validation_tables() {
             assert_eq!(r.json()["message"], message.as_str(), "{op} {body}");
         }
     }
+    // The refused CreateStream created nothing.
+    let r = call(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamName": "t"}),
+    )
+    .await;
+    assert_error(&r, 400, "ResourceNotFoundException");
+}
+
+#[tokio::test]
+async fn update_stream_mode_switches_twice_a_day() {
+    let srv = start().await;
+    let c = reqwest::Client::new();
+    ok(
+        &c,
+        &srv,
+        "CreateStream",
+        json!({"StreamName": "s", "ShardCount": 1}),
+    )
+    .await;
+    let mode = |v: &Value| v["StreamDescriptionSummary"]["StreamModeDetails"]["StreamMode"].clone();
+    let switch = |m: &str| json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": m}});
+    // A warm throughput only goes with a switch to ON_DEMAND.
+    let r = call(
+        &c,
+        &srv,
+        "UpdateStreamMode",
+        json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "PROVISIONED"}, "WarmThroughputMiBps": 5}),
+    )
+    .await;
+    assert_error(&r, 400, "InvalidArgumentException");
+    let v = ok(
+        &c,
+        &srv,
+        "UpdateStreamMode",
+        json!({"StreamARN": ARN, "StreamModeDetails": {"StreamMode": "ON_DEMAND"}, "WarmThroughputMiBps": 5}),
+    )
+    .await;
+    assert_eq!(v, json!({}));
+    let d = ok(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamName": "s"}),
+    )
+    .await;
+    assert_eq!(mode(&d), "ON_DEMAND");
+    let r = call(&c, &srv, "UpdateStreamMode", switch("ON_DEMAND")).await;
+    assert_error(&r, 400, "InvalidArgumentException");
+    ok(&c, &srv, "UpdateStreamMode", switch("PROVISIONED")).await;
+    let d = ok(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamName": "s"}),
+    )
+    .await;
+    assert_eq!(mode(&d), "PROVISIONED");
+    // The third switch within 24 hours.
+    let r = call(&c, &srv, "UpdateStreamMode", switch("ON_DEMAND")).await;
+    assert_error(&r, 400, "LimitExceededException");
+    let m = r.json()["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        m.contains("at most 2 times in a rolling 24-hour period"),
+        "{m}"
+    );
+    let d = ok(
+        &c,
+        &srv,
+        "DescribeStreamSummary",
+        json!({"StreamName": "s"}),
+    )
+    .await;
+    assert_eq!(mode(&d), "PROVISIONED");
 }
 
 #[tokio::test]
