@@ -3,11 +3,12 @@
 //! is drained with `POST /v1/drain` (as the hook does: repeat until 200). The drain must answer
 //! 200 within 10 s; afterwards the node leads no shard group and not the metadata group, and
 //! still leads nothing after several election timeouts (leadership does not bounce back).
-//! Writes go on through every node, including the drained one: every record is acknowledged
-//! (no put given up), the shards the node led are written after the drain, and the final
-//! read through every node is identical and the history clean (no acknowledged record lost,
-//! none duplicated or reordered).
-
+//! When the control-plane leader is another node it is drained next: the metadata group moves
+//! to the third node, a new stream can still be created, and both drained nodes end up
+//! leading nothing. Writes go on through every node, including the drained ones: every record
+//! is acknowledged (no put given up), the shards the first node led are written after its
+//! drain, and the final read through every node is identical and the history clean (no
+//! acknowledged record lost, none duplicated or reordered).
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -184,6 +185,62 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
             .wait_leader(STREAM, s, Duration::from_secs(10))
             .await?;
         ensure!(l != node, "{s} led by the drained node");
+    }
+
+    // Drain the control-plane leader too (when it is another node): the metadata group's
+    // leadership moves to the one node not draining, which then serves a CreateStream; the
+    // new stream's groups, started on the draining nodes too, end up led by that node.
+    let meta_leader = cluster
+        .find_meta_leader()
+        .await
+        .context("no control-plane leader")?;
+    if meta_leader != node {
+        let t = Instant::now();
+        loop {
+            let (code, body) = drain_call(&http, cluster, meta_leader, true).await?;
+            if code == 200 {
+                eprintln!("META DRAIN TIME: {:?}: {body}", t.elapsed());
+                break;
+            }
+            ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "meta drain: {code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ensure!(
+            !cluster.is_meta_leader(meta_leader).await?,
+            "node {meta_leader} still leads the control plane"
+        );
+        let rest = (0..cluster.len())
+            .find(|&n| n != node && n != meta_leader)
+            .context("third node")?;
+        let t = Instant::now();
+        while !cluster.is_meta_leader(rest).await? {
+            ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "node {rest} never led"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        cluster
+            .client(node)
+            .ensure_stream("after-drain", 2, Duration::from_secs(30))
+            .await?;
+        let t = Instant::now();
+        for n in [node, meta_leader] {
+            loop {
+                let (code, body) = drain_call(&http, cluster, n, false).await?;
+                if code == 200 && body["drained"] == true {
+                    break;
+                }
+                ensure!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "node {n} leads again: {body}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 
     let stats = wl.join_writers(Duration::from_secs(60)).await?;

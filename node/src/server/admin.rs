@@ -204,6 +204,12 @@ async fn metrics(State(st): State<AdminState>) -> Response {
     );
     add(
         &mut registry,
+        "node_draining",
+        "1 once POST /v1/drain was called (the node hands leadership away and does not campaign)",
+        st.drainer.is_draining() as i64,
+    );
+    add(
+        &mut registry,
         "meta_is_leader",
         "1 when this node leads the control plane",
         st.meta.raft().is_leader() as i64,
