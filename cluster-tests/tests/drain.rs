@@ -9,6 +9,7 @@
 //! is acknowledged (no put given up), the shards the first node led are written after its
 //! drain, and the final read through every node is identical and the history clean (no
 //! acknowledged record lost, none duplicated or reordered).
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
