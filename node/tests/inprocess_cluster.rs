@@ -58,6 +58,7 @@ fn configs(dir: &Path, ports: &[Ports]) -> Vec<Config> {
             },
             cluster: ClusterSection {
                 peers: peers.clone(),
+                advertise: None,
             },
             kinesis: KinesisSection::default(),
             raft: Default::default(),

@@ -72,6 +72,7 @@ def test_values_schema_rejects(bad):
         ({"tls": {"enabled": True, "certManager": {"enabled": True}}}, "issuerRef.name"),
         ({"auth": {"enabled": True}}, "auth.existingSecret"),
         ({"drain": {"timeoutSeconds": 120}}, "terminationGracePeriodSeconds"),
+        ({"replicaCount": 2}, "below cluster.voters"),
     ],
 )
 def test_render_refuses_inconsistent_values(bad, message):
@@ -111,13 +112,15 @@ def _toml(values):
     return tomllib.loads(cm["data"]["spate.toml"])
 
 
-def test_config_is_valid_toml_with_one_voter_per_pod(value_set):
+def test_config_lists_the_initial_voters(value_set):
     _, values = value_set
-    n = values.get("replicaCount", 3)
+    voters = values.get("cluster", {}).get("voters", 3)
+    assert values.get("replicaCount", 3) >= voters
     cfg = _toml(values)
     assert set(cfg) <= {"node", "listen", "cluster", "kinesis", "raft"}  # node rejects unknown keys
     peers = cfg["cluster"]["peers"]
-    assert [p["id"] for p in peers] == list(range(n))
+    # Ordinals >= voters are not peers: they join as non-voters (cluster.advertise).
+    assert [p["id"] for p in peers] == list(range(voters))
     for i, p in enumerate(peers):
         assert p["addr"] == f"{RELEASE}-{i}.{RELEASE}-headless.{NAMESPACE}.svc.cluster.local:7400"
     assert cfg["node"] == {"data_dir": "/var/lib/spate"}  # id/zone come from the environment
@@ -148,8 +151,17 @@ def test_statefulset_shape(value_set):
         assert "podAntiAffinity" in pod["affinity"]
     for probe, path in (("startupProbe", "/health"), ("readinessProbe", "/ready"), ("livenessProbe", "/health")):
         assert c[probe]["httpGet"] == {"path": path, "port": "admin"}
-    assert "/v1/drain" in c["lifecycle"]["preStop"]["exec"]["command"][-1]
-    assert pod["terminationGracePeriodSeconds"] > values.get("drain", {}).get("timeoutSeconds", 60)
+    drain = values.get("drain", {})
+    prestop = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert prestop[:2] == ["/bin/sh", "-c"]
+    script = prestop[-1]
+    # POST /v1/drain on this pod's admin port until 200, bounded by drain.timeoutSeconds.
+    admin = values.get("ports", {}).get("admin", 9400)
+    assert f"-X POST http://127.0.0.1:{admin}/v1/drain" in script
+    assert f"+ {drain.get('timeoutSeconds', 60)} ))" in script
+    assert "200) echo \"spate: drained\" >&2; exit 0" in script
+    assert pod["terminationGracePeriodSeconds"] > drain.get("timeoutSeconds", 60)
+    assert "SPATE_CLUSTER__ADVERTISE=\"${POD_NAME}." + f"{RELEASE}-headless.{NAMESPACE}.svc.cluster.local:7400" in c["args"][0]
     sc = c["securityContext"]
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert pod["securityContext"]["runAsNonRoot"] is True

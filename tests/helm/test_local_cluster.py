@@ -1,9 +1,13 @@
-"""Run the chart's own StatefulSet container (command, args, env) for ordinals 0-2 as three local
-processes and prove that the configuration forms a working 3-zone cluster: /ready on every node,
-then CreateStream, PutRecord and GetRecords over the Kinesis JSON API.
+"""Run the chart's own StatefulSet container (command, args, env) for every ordinal (0-2; 0-3 in the
+scale-out case, where ordinal 3 is not a voter and joins the cluster) as local processes and prove
+that the configuration forms a working 3-zone cluster: /ready on every node, every node registered
+with the zone its pod was given (/v1/nodes; with zones from node labels the rendered peers say
+"unknown"), then CreateStream, PutRecord and GetRecords over the Kinesis JSON API, and finally the
+rendered preStop hook drains a node: it exits once the node leads no Raft group.
 
 Only addresses, ports and paths are rewritten, as a kubelet + cluster DNS would resolve them:
-  - the headless-Service DNS names of the peers -> 127.0.0.1 with a distinct port per node;
+  - the headless-Service DNS names of the peers (also the start script's advertised
+    `${POD_NAME}.<headless>...` address) -> 127.0.0.1 with a distinct port per node;
   - the listen addresses (0.0.0.0:<port>) -> 127.0.0.1 with a distinct port per node;
   - every volumeMount path -> a per-node temporary directory (the ConfigMap's files are written
     there, as kubelet projects them), the image's binary path -> $SPATE_BIN;
@@ -32,10 +36,11 @@ from conftest import CHART, NAMESPACE, RELEASE, documents, find
 
 SPATE_BIN = pathlib.Path(os.environ.get("SPATE_BIN", pathlib.Path.home() / ".cache/spate/target/debug/spate"))
 IMAGE_BIN = "/usr/local/bin/spate"
-ZONES = ["az-a", "az-b", "az-c"]
+ZONES = ["az-a", "az-b", "az-c", "az-a"]
 CASES = {
     "explicit-zones": yaml.safe_load((CHART / "ci" / "explicit-zones-values.yaml").read_text()),
     "defaults-nodeLabel": {},
+    "scale-out-4-nodeLabel": {"replicaCount": 4},
 }
 
 
@@ -115,7 +120,7 @@ def build_nodes(values: dict, tmp: pathlib.Path, zone_from_init: bool):
     pod = sts["spec"]["template"]["spec"]
     (c,) = [c for c in pod["containers"] if c["name"] == "spate"]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    n = 3
+    n = int(sts["spec"]["replicas"])
     local = {i: dict(zip(("api", "peer", "admin"), free_ports(3))) for i in range(n)}
     sts_name = sts["metadata"]["name"]
     headless = sts["spec"]["serviceName"]
@@ -127,6 +132,9 @@ def build_nodes(values: dict, tmp: pathlib.Path, zone_from_init: bool):
         for j in range(n):
             host = f"{sts_name}-{j}.{headless}.{NAMESPACE}.svc.cluster.local"
             text = text.replace(f"{host}:{ports['peer']}", f"127.0.0.1:{local[j]['peer']}")
+        # This pod's own advertised address (the start script builds it from POD_NAME).
+        text = text.replace(f"${{POD_NAME}}.{headless}.{NAMESPACE}.svc.cluster.local:{ports['peer']}",
+                            f"127.0.0.1:{local[i]['peer']}")
         # This node's listen addresses.
         for name in ("api", "peer", "admin"):
             text = re.sub(rf"\b(0\.0\.0\.0|\[::\]|127\.0\.0\.1):{ports[name]}\b", f"127.0.0.1:{local[i][name]}", text)
@@ -177,7 +185,7 @@ def build_nodes(values: dict, tmp: pathlib.Path, zone_from_init: bool):
                 env[e["name"]] = downward[e["valueFrom"]["fieldRef"]["fieldPath"]]
             else:
                 pytest.fail(f"env {e['name']}: source not emulated here: {e['valueFrom']}")
-        argv = [rewrite_paths(a) for a in c["command"] + c["args"]]
+        argv = [rewrite_paths(rewrite_addrs(a, i)) for a in c["command"] + c["args"]]
         prestop = [rewrite_paths(rewrite_addrs(a, i)) for a in c["lifecycle"]["preStop"]["exec"]["command"]]
         node = Node(i, argv, env, root / "spate.log")
         node.ports, node.prestop = local[i], prestop
@@ -222,7 +230,7 @@ def test_rendered_statefulset_forms_a_cluster(case, tmp_path):
     if not SPATE_BIN.is_file() or not os.access(SPATE_BIN, os.X_OK):
         pytest.skip(f"spate binary not found at {SPATE_BIN} (build it, or set SPATE_BIN)")
     values = CASES[case]
-    nodes = build_nodes(values, tmp_path, zone_from_init=(case == "defaults-nodeLabel"))
+    nodes = build_nodes(values, tmp_path, zone_from_init=("nodeLabel" in case))
     try:
         for nd in nodes:
             nd.start()
@@ -251,14 +259,34 @@ def test_rendered_statefulset_forms_a_cluster(case, tmp_path):
         recs = retry(got, timeout=30, what="GetRecords")
         assert [r["SequenceNumber"] for r in recs["Records"] if r["Data"] == data] == [put["SequenceNumber"]]
 
-        # The rendered preStop hook (drain) returns in bounded time and leaves the node serving.
+        # Every node registered itself with its pod's zone; ordinals >= 3 are non-voters.
+        status, body = http("GET", f"http://127.0.0.1:{nodes[0].ports['admin']}/v1/nodes")
+        assert status == 200, body
+        registry = {e["id"]: e for e in json.loads(body)}
+        assert sorted(registry) == list(range(len(nodes))), registry
+        for i in registry:
+            assert registry[i]["zone"] == ZONES[i], registry
+            assert registry[i]["role"] == ("voter" if i < 3 else "learner"), registry
+
+        # The rendered preStop hook drains the node that leads the shard: it exits 0 once the
+        # node leads no Raft group (it printed "drained", not the timeout), well within the
+        # grace period, and the node keeps serving as a follower.
+        leader = next(nd for nd in nodes for s in json.loads(
+            http("GET", f"http://127.0.0.1:{nd.ports['admin']}/v1/shards")[1])
+            if s["shard_id"] == put["ShardId"] and s["stream"] == stream and s["leader"] == nd.ordinal)
         t0 = time.time()
-        res = subprocess.run(nodes[1].prestop, env=nodes[1].env, capture_output=True, text=True, timeout=120)
-        assert res.returncode == 0, res.stderr
-        assert time.time() - t0 < 100
-        if "drained" in res.stderr:
-            _, body = http("GET", f"http://127.0.0.1:{nodes[1].ports['admin']}/v1/shards")
-            assert all(s["leader"] != 1 for s in json.loads(body)), body
+        res = subprocess.run(leader.prestop, env=leader.env, capture_output=True, text=True, timeout=120)
+        took = time.time() - t0
+        assert res.returncode == 0 and "spate: drained" in res.stderr, res.stderr
+        assert took < 30, took
+        status, body = http("GET", f"http://127.0.0.1:{leader.ports['admin']}/v1/drain")
+        state = json.loads(body)
+        assert status == 200 and state["drained"] and not state["leads_meta"] and not state["leads_shards"], state
+        _, body = http("GET", f"http://127.0.0.1:{leader.ports['admin']}/v1/shards")
+        assert all(s["leader"] != leader.ordinal for s in json.loads(body)), body
+        status, put2 = kinesis(leader.ports["api"], "PutRecord",
+                               {"StreamName": stream, "PartitionKey": "pk-1", "Data": data})
+        assert status == 200 and put2["ShardId"] == put["ShardId"], put2
     finally:
         for nd in nodes:
             nd.stop()

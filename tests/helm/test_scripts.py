@@ -87,3 +87,13 @@ def test_start_script_derives_id_and_explicit_zone(tmp_path):
     res = subprocess.run(["sh", "-c", script], env={"POD_NAME": "spate-7", "PATH": os.environ["PATH"]},
                          capture_output=True, text=True)
     assert res.returncode != 0 and "no zone for ordinal 7" in res.stderr
+
+
+def test_start_script_advertises_the_pod_address():
+    script = scripts({"replicaCount": 4})["start"].replace(
+        "exec /usr/local/bin/spate server", 'echo "$SPATE_CLUSTER__ADVERTISE"; exit 0; #')
+    env = {"POD_NAME": "spate-3", "PATH": os.environ["PATH"]}
+    script = script.replace('SPATE_NODE__ZONE="$(cat /var/run/spate/zone/zone)"', "SPATE_NODE__ZONE=az-a")
+    res = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "spate-3.spate-headless.kinesis.svc.cluster.local:7400"

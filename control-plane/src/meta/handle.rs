@@ -106,6 +106,24 @@ impl MetaHandle {
         }
     }
 
+    /// Forwards `cmd` to each of `addrs` in turn until one (the metadata leader) applies it.
+    /// For a node that is not a member of the metadata group yet and so knows no leader (see
+    /// `membership::register`). Does not wait for the entry locally.
+    pub async fn propose_via(
+        &self,
+        addrs: &[String],
+        cmd: &MetaCommand,
+    ) -> Result<MetaResponse, ProposeError> {
+        let mut last = String::from("no peer address configured");
+        for addr in addrs {
+            match self.forward(addr, cmd).await {
+                Ok((resp, _)) => return Ok(resp),
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(ProposeError::Internal(last))
+    }
+
     async fn forward(&self, addr: &str, cmd: &MetaCommand) -> Result<(MetaResponse, u64), String> {
         let payload = encode(cmd).map_err(|e| e.to_string())?;
         let mut client = self.peers.forward_client(addr).map_err(|e| e.to_string())?;

@@ -6,10 +6,13 @@
 //!   state on a watch channel (the node's shard map).
 //! * [`autoscale`]: the on-demand autoscaler's pure planner.
 //! * [`handle`]: proposes commands through the current meta leader, from any node.
+//! * [`membership`]: node self-registration and non-voting members beyond the initial voters.
+//! * [`mode`]: capacity-mode switches (UpdateStreamMode) and their rolling 24 h limit.
 
 pub mod autoscale;
 pub mod consumers;
 pub mod handle;
+pub mod membership;
 pub mod mode;
 pub mod reshard;
 pub mod settings;

@@ -111,10 +111,13 @@ unknown
 {{- if and .Values.drain.enabled (le (int .Values.terminationGracePeriodSeconds) (int .Values.drain.timeoutSeconds)) -}}
 {{- fail "terminationGracePeriodSeconds must exceed drain.timeoutSeconds (the node needs time to stop after draining)" -}}
 {{- end -}}
+{{- if lt $n (int .Values.cluster.voters) -}}
+{{- fail (printf "replicaCount %d is below cluster.voters %d: every initial voter needs a pod" $n (int .Values.cluster.voters)) -}}
+{{- end -}}
 {{- $sts := lookup "apps/v1" "StatefulSet" .Release.Namespace (include "spate.fullname" .) -}}
 {{- if and $sts (not .Values.cluster.allowReplicaChange) -}}
-{{- if ne (int $sts.spec.replicas) $n -}}
-{{- fail (printf "replicaCount %d -> %d: changing the number of nodes of a running cluster is not supported yet (new nodes cannot join as non-voters, nodes are not decommissioned). See docs/operations.md; set cluster.allowReplicaChange=true to override." (int $sts.spec.replicas) $n) -}}
+{{- if lt $n (int $sts.spec.replicas) -}}
+{{- fail (printf "replicaCount %d -> %d: scaling in is not supported yet (nodes are not decommissioned, so their replicas would be lost). See docs/operations.md; set cluster.allowReplicaChange=true to override." (int $sts.spec.replicas) $n) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -127,6 +130,9 @@ set -eu
 ordinal="${POD_NAME##*-}"
 case "$ordinal" in ''|*[!0-9]*) echo "spate: cannot derive the ordinal from pod name '$POD_NAME'" >&2; exit 1 ;; esac
 export SPATE_NODE__ID="$ordinal"
+# The address the other nodes dial; ordinals >= cluster.voters ({{ int .Values.cluster.voters }}) are not in
+# cluster.peers and join the running cluster as non-voters with it.
+export SPATE_CLUSTER__ADVERTISE="${POD_NAME}.{{ include "spate.headless" . }}.{{ .Release.Namespace }}.svc.{{ .Values.cluster.clusterDomain }}:{{ .Values.ports.peer }}"
 {{- if eq .Values.zones.source "explicit" }}
 case "$ordinal" in
 {{- range $i := until (int .Values.replicaCount) }}
@@ -166,7 +172,9 @@ printf '%s' "$zone" > /var/run/spate/zone/zone
 echo "spate-zone: node ${NODE_NAME} is in zone $zone" >&2
 {{- end -}}
 
-{{/* preStop: drain shard leadership, bounded by drain.timeoutSeconds. */}}
+{{/* preStop: move the leadership of every Raft group (shards and the control plane) away, bounded
+by drain.timeoutSeconds. POST /v1/drain answers 200 once this node leads no group, 503 while it
+still leads some. */}}
 {{- define "spate.drainScript" -}}
 deadline=$(( $(date +%s) + {{ int .Values.drain.timeoutSeconds }} ))
 while :; do

@@ -1,6 +1,9 @@
 //! Admin HTTP endpoints: `/health` (the process serves), `/ready` (member of a control plane
-//! with a leader, cluster bootstrapped), `/metrics` (Prometheus text) and `/v1/shards` (this
-//! node's replicas: leader, members, applied progress).
+//! with a leader, cluster bootstrapped, this node registered), `/metrics` (Prometheus text),
+//! `/v1/shards` (this node's replicas: leader, members, applied progress), `/v1/nodes` (the
+//! node registry and control-plane membership) and `/v1/drain` (move leadership away before
+//! stopping: `POST` starts draining and answers 200 once this node leads no group, 503 while
+//! it still leads some; `GET` reports without starting).
 
 use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
@@ -8,23 +11,47 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
+use spate_control_plane::meta::state::NodeInfo;
 use spate_control_plane::meta::MetaHandle;
 use spate_proto::kinesis::ids::shard_id;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use super::drain::{DrainStatus, Drainer};
 use crate::shard::manager::ShardManager;
+
+/// How long `POST /v1/drain` waits for the transfers before it answers 503.
+const DRAIN_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub struct AdminState {
     pub node_id: u64,
+    /// What this node registers in the control plane (id, zone, peer address).
+    pub me: NodeInfo,
     pub meta: MetaHandle,
     pub shards: Arc<ShardManager>,
+    pub drainer: Arc<Drainer>,
+    /// Turns true when the node stops (ends the drain loop).
+    pub stop: watch::Receiver<bool>,
+}
+
+/// One node as `/v1/nodes` shows it.
+#[derive(Debug, Serialize)]
+pub struct NodeView {
+    pub id: u64,
+    pub zone: String,
+    pub peer_addr: String,
+    /// `voter`, `learner`, or `none` (registered, not yet in the control-plane membership).
+    pub role: &'static str,
+    /// Shard replicas placed on the node.
+    pub replicas: usize,
 }
 
 /// One hosted shard replica as `/v1/shards` shows it.
@@ -49,6 +76,8 @@ pub async fn serve(
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/v1/shards", get(shards))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/drain", post(drain).get(drain_status))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -57,7 +86,10 @@ pub async fn serve(
 
 fn is_ready(st: &AdminState) -> bool {
     let m = st.meta.raft().metrics().borrow_watched().clone();
-    m.current_leader.is_some() && st.meta.view().state.secrets.is_some()
+    let view = st.meta.view();
+    m.current_leader.is_some()
+        && view.state.secrets.is_some()
+        && view.state.nodes.get(&st.node_id) == Some(&st.me)
 }
 
 async fn ready(State(st): State<AdminState>) -> Response {
@@ -66,10 +98,66 @@ async fn ready(State(st): State<AdminState>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: control plane has no leader or is not bootstrapped",
+            "not ready: control plane has no leader, is not bootstrapped, or this node is not registered yet",
         )
             .into_response()
     }
+}
+
+fn drain_response(status: DrainStatus) -> Response {
+    let code = if status.drained || !status.draining {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(status)).into_response()
+}
+
+/// Starts draining and waits (bounded) until this node leads no group.
+async fn drain(State(st): State<AdminState>) -> Response {
+    st.drainer.start(st.stop.clone());
+    let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+    loop {
+        let status = st.drainer.status();
+        if status.drained || tokio::time::Instant::now() >= deadline {
+            tracing::info!(?status, "drain request");
+            return drain_response(status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reports the drain state: 200 when not draining or drained, 503 while draining.
+async fn drain_status(State(st): State<AdminState>) -> Response {
+    drain_response(st.drainer.status())
+}
+
+async fn nodes(State(st): State<AdminState>) -> Json<Vec<NodeView>> {
+    let view = st.meta.view();
+    let m = st.meta.raft().metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let learners: Vec<u64> = membership.learner_ids().collect();
+    let load = view.state.replica_load();
+    Json(
+        view.state
+            .nodes
+            .values()
+            .map(|n| NodeView {
+                id: n.id,
+                zone: n.zone.clone(),
+                peer_addr: n.peer_addr.clone(),
+                role: if voters.contains(&n.id) {
+                    "voter"
+                } else if learners.contains(&n.id) {
+                    "learner"
+                } else {
+                    "none"
+                },
+                replicas: load.get(&n.id).copied().unwrap_or(0),
+            })
+            .collect(),
+    )
 }
 
 fn shard_views(st: &AdminState) -> Vec<ShardView> {
@@ -113,6 +201,12 @@ async fn metrics(State(st): State<AdminState>) -> Response {
         "node_ready",
         "1 when the node is ready",
         is_ready(&st) as i64,
+    );
+    add(
+        &mut registry,
+        "node_draining",
+        "1 once POST /v1/drain was called (the node hands leadership away and does not campaign)",
+        st.drainer.is_draining() as i64,
     );
     add(
         &mut registry,

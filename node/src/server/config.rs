@@ -100,8 +100,13 @@ pub struct PeerConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
-    /// The initial voters of the control plane (this node among them).
+    /// The initial voters of the control plane. A node whose id is not among them joins a
+    /// running cluster as a non-voter (it asks these peers to add it).
     pub peers: Vec<PeerConfig>,
+    /// This node's internal gRPC address as other nodes dial it. Required for a node that is
+    /// not in `peers`; for a voter it defaults to its `peers` entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,11 +163,15 @@ impl Config {
                 "cluster.peers must list the control-plane voters".into(),
             ));
         }
-        if !self.cluster.peers.iter().any(|p| p.id == self.node.id) {
+        if !self.is_initial_voter() && self.cluster.advertise.as_deref().unwrap_or("").is_empty() {
             return Err(ConfigError::Invalid(format!(
-                "node.id {} is not in cluster.peers",
+                "node.id {} is not in cluster.peers: a joining node needs cluster.advertise \
+                 (its peer address as other nodes dial it)",
                 self.node.id
             )));
+        }
+        if self.node.zone.is_empty() {
+            return Err(ConfigError::Invalid("node.zone must not be empty".into()));
         }
         let mut ids: Vec<u64> = self.cluster.peers.iter().map(|p| p.id).collect();
         ids.sort_unstable();
@@ -236,14 +245,23 @@ impl Config {
         }
     }
 
-    /// The address other nodes dial to reach this node.
+    /// The address other nodes dial to reach this node: `cluster.advertise`, else this
+    /// node's `cluster.peers` entry.
     pub fn advertised_peer(&self) -> &str {
+        if let Some(a) = self.cluster.advertise.as_deref().filter(|a| !a.is_empty()) {
+            return a;
+        }
         self.cluster
             .peers
             .iter()
             .find(|p| p.id == self.node.id)
             .map(|p| p.addr.as_str())
             .unwrap_or("")
+    }
+
+    /// Whether this node is one of the initial control-plane voters (`cluster.peers`).
+    pub fn is_initial_voter(&self) -> bool {
+        self.cluster.peers.iter().any(|p| p.id == self.node.id)
     }
 }
 
@@ -310,6 +328,11 @@ peers = [
             assert!(Config::load(Some(Path::new("bad.toml"))).is_err());
             jail.create_file("bad2.toml", &SAMPLE.replace("id = 1\n", "id = 7\n"))?;
             assert!(Config::load(Some(Path::new("bad2.toml"))).is_err());
+            // The same id with an advertised address is a joining (non-voter) node.
+            jail.set_env("SPATE_CLUSTER__ADVERTISE", "127.0.0.1:7407");
+            let cfg = Config::load(Some(Path::new("bad2.toml"))).map_err(|e| e.to_string())?;
+            assert!(!cfg.is_initial_voter());
+            assert_eq!(cfg.advertised_peer(), "127.0.0.1:7407");
             jail.create_file("bad3.toml", &format!("{SAMPLE}\n[limits]\nburst_ms = 0\n"))?;
             assert!(Config::load(Some(Path::new("bad3.toml"))).is_err());
             Ok(())

@@ -40,6 +40,7 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
             },
             cluster: ClusterSection {
                 peers: peers.clone(),
+                advertise: None,
             },
             kinesis: KinesisSection::default(),
             raft: RaftTuning::default(),

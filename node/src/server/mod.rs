@@ -1,7 +1,8 @@
-//! The node server: configuration, bootstrap of one node, the admin endpoints and the
-//! local development cluster.
+//! The node server: configuration, bootstrap of one node, the admin endpoints, draining and
+//! the local development cluster.
 
 pub mod admin;
 pub mod config;
 pub mod dev;
+pub mod drain;
 pub mod node;

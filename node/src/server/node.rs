@@ -1,7 +1,8 @@
 //! Starts one Spate node: its RocksDB and group-commit flusher, the peer gRPC server, the
-//! metadata group (initialised once by the lowest-id peer), the shard manager following the
-//! shard map, the control loops, the Kinesis API and the admin endpoints. Stops them in
-//! reverse order on shutdown.
+//! metadata group (initialised once by the lowest-id peer; a node outside `cluster.peers`
+//! joins it as a learner), the node's self-registration, the shard manager following the
+//! shard map, the control loops, the Kinesis API, the admin endpoints and the drain switch.
+//! Stops them in reverse order on shutdown.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use openraft::BasicNode;
 use rand::RngCore;
 use spate_control_plane::meta::state::{ClusterSecrets, NodeInfo};
-use spate_control_plane::meta::{MetaCommand, MetaHandle, MetaStore, MetaTypeConfig};
+use spate_control_plane::meta::{membership, MetaCommand, MetaHandle, MetaStore, MetaTypeConfig};
 use spate_control_plane::raft::flusher::Flusher;
 use spate_control_plane::raft::log_store::GroupLogStore;
 use spate_control_plane::raft::network::{GroupNetworkFactory, PeerChannels};
@@ -23,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::admin;
 use super::config::Config;
+use super::drain::Drainer;
 use crate::cluster::forward::NodeForward;
 use crate::cluster::router::ShardRouter;
 use crate::cluster::{controller, ClusterBackend};
@@ -143,6 +145,27 @@ impl Node {
             })
             .collect();
         tasks.push(tokio::spawn(bootstrap(meta.clone(), nodes)));
+        // Self-registration (zone, address) and, on the meta leader, learners for registered
+        // nodes beyond the initial voters.
+        let me = NodeInfo {
+            id,
+            zone: cfg.node.zone.clone(),
+            peer_addr: cfg.advertised_peer().to_string(),
+        };
+        if !cfg.is_initial_voter() {
+            tracing::info!(node = id, advertise = %me.peer_addr, "not an initial voter: joining the cluster as a non-voter");
+        }
+        let peer_addrs: Vec<String> = cfg.cluster.peers.iter().map(|p| p.addr.clone()).collect();
+        tasks.push(tokio::spawn(membership::register(
+            meta.clone(),
+            me.clone(),
+            peer_addrs,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(membership::run_learners(
+            meta.clone(),
+            stop_rx.clone(),
+        )));
         let timing = controller::ControlTiming {
             retention_hour_ms: cfg.kinesis.retention_hour_ms,
         };
@@ -199,8 +222,11 @@ impl Node {
         let admin_listener = TcpListener::bind(&cfg.listen.admin).await?;
         let admin_state = admin::AdminState {
             node_id: id,
+            me,
             meta: meta.clone(),
             shards: shards.clone(),
+            drainer: Drainer::new(id, meta.clone(), shards.clone()),
+            stop: stop_rx.clone(),
         };
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {

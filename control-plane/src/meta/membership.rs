@@ -1,0 +1,113 @@
+//! Control-plane membership beyond the initial voters, and node self-registration.
+//!
+//! * [`register`]: every node announces itself (`RegisterNode`: id, zone, peer address) once
+//!   the cluster is bootstrapped, so placement uses the zone the node reports rather than the
+//!   static `cluster.peers` list. Idempotent: nothing is proposed when the registry already
+//!   holds exactly this entry (a restart with the same settings proposes nothing). A node that
+//!   is not a member of the metadata group yet (a joining node) cannot see the registry or the
+//!   leader, so it forwards `RegisterNode` to the configured peers until one of them, the
+//!   leader, applies it; it is done once its own replica of the metadata shows the entry.
+//! * [`run_learners`]: on the metadata leader, every registered node that is not in the
+//!   metadata group's membership is added as a learner (a non-voter that receives the log and
+//!   snapshots). Voters stay the initial `cluster.peers`; learners never count in a quorum, so
+//!   adding or losing one never costs the control plane its majority.
+//!
+//! A registered node is eligible for the replicas of new shards (`MetaState::place`).
+
+use std::time::Duration;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::BasicNode;
+use tokio::sync::watch;
+
+use super::handle::MetaHandle;
+use super::state::{MetaCommand, NodeInfo};
+
+/// Pause between attempts of [`register`] and passes of [`run_learners`].
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Whether the local metadata shows `me` registered exactly as given.
+pub fn is_registered(meta: &MetaHandle, me: &NodeInfo) -> bool {
+    meta.view().state.nodes.get(&me.id) == Some(me)
+}
+
+/// Registers this node (see the module docs); returns once the local metadata shows it, or
+/// when `stop` turns true. `peers` are the initial voters' peer addresses, used while this
+/// node is not a member of the metadata group.
+pub async fn register(
+    meta: MetaHandle,
+    me: NodeInfo,
+    peers: Vec<String>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rx = meta.subscribe();
+    let mut attempt = 0u64;
+    loop {
+        let view = rx.borrow_and_update().clone();
+        if view.state.nodes.get(&me.id) == Some(&me) {
+            tracing::info!(node = me.id, zone = %me.zone, "node registered");
+            return;
+        }
+        let member = meta.leader().is_some();
+        let bootstrapped = view.state.secrets.is_some();
+        // A member waits for the bootstrap (which writes the static registry) before it
+        // overwrites its entry; a non-member cannot see it and asks the peers every few
+        // passes (each success is one more, harmless, registry entry).
+        let cmd = MetaCommand::RegisterNode { node: me.clone() };
+        if member && bootstrapped {
+            if let Err(e) = meta.propose(cmd).await {
+                tracing::debug!(error = %e, "RegisterNode");
+            }
+        } else if !member && attempt.is_multiple_of(4) {
+            match meta.propose_via(&peers, &cmd).await {
+                Ok(_) => tracing::info!(node = me.id, "asked the control plane to admit this node"),
+                Err(e) => tracing::debug!(error = %e, "RegisterNode through the peers"),
+            }
+        }
+        attempt += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = rx.changed() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// On the metadata leader: adds every registered node missing from the metadata group as a
+/// learner (and re-adds a learner whose address changed). Runs until `stop` turns true.
+pub async fn run_learners(meta: MetaHandle, mut stop: watch::Receiver<bool>) {
+    loop {
+        if meta.raft().is_leader() {
+            add_missing_learners(&meta).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn add_missing_learners(meta: &MetaHandle) {
+    let view = meta.view();
+    let m = meta.raft().metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership().clone();
+    for node in view.state.nodes.values() {
+        let known = membership.get_node(&node.id);
+        let is_voter = membership.voter_ids().any(|v| v == node.id);
+        if is_voter || known.map(|n| n.addr.as_str()) == Some(node.peer_addr.as_str()) {
+            continue;
+        }
+        let addr = BasicNode {
+            addr: node.peer_addr.clone(),
+        };
+        match meta.raft().add_learner(node.id, addr, false).await {
+            Ok(_) => tracing::info!(
+                node = node.id,
+                zone = %node.zone,
+                addr = %node.peer_addr,
+                "added a node to the control plane as a learner"
+            ),
+            Err(e) => tracing::warn!(node = node.id, error = %e, "add_learner"),
+        }
+    }
+}
