@@ -7,7 +7,7 @@
 #
 # For each repetition the targets run in alternating order, each on a fresh server (fresh
 # data dir for spate), through the scenarios put-records (C=8, 500 x 1 KiB), put-record
-# (C=1) and put-get. Server CPU seconds (/proc/<pid>/stat utime+stime, per scenario) and
+# (C=1), put-get and, for spate only (kinesalite has no enhanced fan-out), efo. Server CPU seconds (/proc/<pid>/stat utime+stime, per scenario) and
 # peak RSS (/proc/<pid>/status VmHWM) are recorded. Disk fdatasync latency is measured once
 # with fio. Prints a markdown table of medians and spate/kinesalite ratios.
 #
@@ -15,7 +15,9 @@
 #   REPS [3]  TARGETS ["spate kinesalite"]  DURATION [10] seconds per scenario
 #   SHARDS [4]  RECORD_SIZE [1024]  PR_CLIENTS [8] (put-records)  P1_CLIENTS [1] (put-record)
 #   P2G_RATE [200] records/s  P2G_POLL_MS [0]  MAX_REQUESTS [200000]
+#   EFO_RATE [100] records/s (efo: SubscribeToShard put-to-delivery)
 #   CARGO_TARGET_DIR [$HOME/.cache/spate/target]  SPATE_BIN [$CARGO_TARGET_DIR/debug/spate]
+#   BENCH_BIN [$CARGO_TARGET_DIR/debug/spate-bench]
 #   SKIP_BUILD=1  skip `cargo build`     SKIP_FIO=1  skip the fio measurement
 #   SPATE_ALL_NODES=1  spread spate's clients over nodes 0..2 (ports P, P+1, P+2); put-get
 #                      then writes via node 0 and reads via node 2
@@ -35,9 +37,10 @@ PR_CLIENTS="${PR_CLIENTS:-8}"
 P1_CLIENTS="${P1_CLIENTS:-1}"
 P2G_RATE="${P2G_RATE:-200}"
 P2G_POLL_MS="${P2G_POLL_MS:-0}"
+EFO_RATE="${EFO_RATE:-100}"
 MAX_REQUESTS="${MAX_REQUESTS:-200000}"
 SPATE_BIN="${SPATE_BIN:-$CARGO_TARGET_DIR/debug/spate}"
-BENCH_BIN="$CARGO_TARGET_DIR/debug/spate-bench"
+BENCH_BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/debug/spate-bench}"
 KINESALITE_DIR="${KINESALITE_DIR:-$HOME/.cache/spate/kinesalite}"
 KINESALITE="$KINESALITE_DIR/node_modules/.bin/kinesalite"
 OUT="${BENCH_OUT:-$HOME/.cache/spate/bench/$(date -u +%Y%m%dT%H%M%SZ)}"
@@ -262,6 +265,9 @@ for rep in $(seq 1 "$REPS"); do
     run_scenario "$target" "$rep" put-records --stream bench-put-records --clients "$PR_CLIENTS"
     run_scenario "$target" "$rep" put-record --stream bench-put-record --clients "$P1_CLIENTS"
     run_scenario "$target" "$rep" put-get --stream bench-put-get --rate "$P2G_RATE" --poll-ms "$P2G_POLL_MS"
+    if [ "$target" = spate ]; then
+      run_scenario "$target" "$rep" efo --stream bench-efo --rate "$EFO_RATE"
+    fi
     echo "{\"scenario\":\"server\",\"label\":\"$target\",\"rep\":$rep,\"peak_rss_mib\":$(server_hwm_mib),\"cpu_secs_total\":$(server_cpu),\"startup_secs\":$STARTUP_SECS}" >> "$RESULTS"
     stop_server
   done
@@ -301,6 +307,11 @@ metrics = [
     ("put ack p50 during p2g (ms)", "put-get", "put_p50_ms", None),
     ("p2g missing + duplicates", "put-get", None, lambda r: r["missing"] + r["duplicates"]),
     ("GetRecords polls/s during p2g", "put-get", "polls_per_sec", None),
+    ("EFO put-to-delivery p50 (ms, from put start)", "efo", "p2d_p50_ms", None),
+    ("EFO put-to-delivery p99 (ms, from put start)", "efo", "p2d_p99_ms", None),
+    ("EFO ack-to-delivery p50 (ms)", "efo", "ack2d_p50_ms", None),
+    ("EFO ack-to-delivery p99 (ms)", "efo", "ack2d_p99_ms", None),
+    ("EFO missing + duplicates", "efo", None, lambda r: r["missing"] + r["duplicates"]),
     ("server peak RSS (VmHWM, MiB)", "server", "peak_rss_mib", None),
     ("server CPU s (whole run)", "server", "cpu_secs_total", None),
     ("start-up to listening/ready (s)", "server", "startup_secs", None),

@@ -11,10 +11,12 @@
 //! * [`netns`] puts each node in its own network namespace on a private bridge and cuts links
 //!   with nftables; [`nemesis`] runs seeded fault schedules (kill, pause, partitions, restart)
 //!   and measures failover and unavailability.
+//! * [`eventstream`] reads SubscribeToShard event streams (enhanced fan-out).
 //! * [`bad_input`] holds the malformed-request checks shared by the cluster and emulator tests.
 
 pub mod bad_input;
 pub mod client;
+pub mod eventstream;
 pub mod harness;
 pub mod history;
 pub mod nemesis;

@@ -11,6 +11,9 @@
 //! * `put-record`: C clients sending single-record PutRecord; latency p50/p99/p99.9, req/s.
 //! * `put-get`: one producer at `--rate` records/s and one GetRecords poller reading from
 //!   LATEST; reports put-to-get latency percentiles and missing/duplicate records.
+//! * `efo`: registers a consumer, subscribes to a shard (SubscribeToShard) and puts records
+//!   at `--rate` records/s; reports put-to-delivery latency from put start and from the ack
+//!   (see `spate-bench/efo.rs`).
 //!
 //! Each scenario prints one JSON line on stdout (progress goes to stderr), including the
 //! client's own CPU seconds (getrusage) so a reader can tell whether the client was the
@@ -36,6 +39,9 @@ use rand::{Rng, RngCore};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 
+#[path = "spate-bench/efo.rs"]
+mod efo;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "spate-bench",
@@ -56,6 +62,9 @@ enum Cmd {
     PutRecord(Common),
     /// One fixed-rate producer and one GetRecords poller on LATEST: put-to-get latency.
     PutGet(PutGetArgs),
+    /// A registered consumer subscribed to one shard, one fixed-rate producer:
+    /// enhanced fan-out put-to-delivery latency.
+    Efo(EfoArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -109,6 +118,15 @@ struct PutGetArgs {
     /// Sleep between GetRecords polls that returned nothing (0 = tight polling).
     #[arg(long, default_value_t = 0)]
     poll_ms: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct EfoArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Producer rate, records per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
 }
 
 // ------------------------------------------------------------------------------ HTTP
@@ -723,6 +741,7 @@ fn run(cli: Cli) -> Result<Value> {
         Cmd::PutRecords(a) => &a.common,
         Cmd::PutRecord(c) => c,
         Cmd::PutGet(a) => &a.common,
+        Cmd::Efo(a) => &a.common,
     };
     if !common.request_timeout_secs.is_finite() || common.request_timeout_secs <= 0.0 {
         bail!("--request-timeout-secs must be > 0");
@@ -737,6 +756,7 @@ fn run(cli: Cli) -> Result<Value> {
             Cmd::PutRecords(a) => put_records(a).await,
             Cmd::PutRecord(c) => put_record(c).await,
             Cmd::PutGet(a) => put_get(a).await,
+            Cmd::Efo(a) => efo::run(a).await,
         }
     })
 }

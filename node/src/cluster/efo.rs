@@ -2,20 +2,26 @@
 //! SubscribeToShard subscriptions.
 //!
 //! A subscription is one task per (consumer, shard) feeding a bounded channel. It reads
-//! with [`ShardRequest::ReadWait`], which the shard leader answers as soon as records past
+//! with [`ShardRequest::ReadLeased`], which the shard leader answers as soon as records past
 //! the position are applied (it waits on the replica's progress watch, locally or behind a
 //! forwarded call), so records are pushed when committed without a polling loop. An idle
 //! wait ends after [`IDLE_WAIT_MS`] and yields an empty event (the keep-alive). Each
 //! subscription has its own 2 MiB/s token bucket, and at most [`CHANNEL_EVENTS`] events of
 //! at most [`MAX_EVENT_BYTES`] each wait for a slow reader: a full channel stops reading.
 //!
-//! Leases: a second subscription of the same consumer and shard on this node within
-//! [`TAKEOVER_AFTER`] of the first is refused with `ResourceInUseException`; later it
-//! ends the first and takes over. Subscriptions end after [`subscription_duration`]
-//! (5 minutes; `SPATE_EFO_SUBSCRIPTION_SECS` overrides it for tests).
+//! Leases are cluster-wide: a subscription takes its consumer's lease on the shard at the
+//! shard's Raft leader ([`ShardRequest::LeaseAcquire`], table in
+//! [`crate::shard::lease`]) wherever the request arrived. A second subscription within
+//! [`TAKEOVER_AFTER`] of the holder's start is refused with `ResourceInUseException`; a later
+//! one takes over: a holder on this node is ended at once, a holder elsewhere when its
+//! waiting or next read is answered `LeaseLost` (a holder blocked on a slow reader learns
+//! it only when it reads again). Every read carries the claim, which also rebuilds the
+//! table on a new leader; until the holder's next read reaches it (about one read round
+//! after a failover) a new leader may grant a second concurrent subscription.
+//! Subscriptions end after [`subscription_duration`] (5 minutes;
+//! `SPATE_EFO_SUBSCRIPTION_SECS` overrides it for tests).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,6 +40,7 @@ use crate::api::backend::{
     Subscription,
 };
 use crate::shard::batcher::now_ms;
+use crate::shard::lease::LeaseClaim;
 use crate::shard::replica::{ShardReply, ShardRequest};
 use crate::shard::ShardIdentity;
 
@@ -47,8 +54,7 @@ pub const MAX_EVENT_RECORDS: u32 = 10_000;
 pub const CHANNEL_EVENTS: usize = 2;
 /// Read throughput of each consumer on each shard.
 pub const BYTES_PER_SEC: u64 = 2 * 1024 * 1024;
-/// A younger subscription of the same consumer and shard refuses a new one.
-pub const TAKEOVER_AFTER: Duration = Duration::from_secs(5);
+pub use crate::shard::lease::TAKEOVER_AFTER;
 /// Delay before a new consumer turns ACTIVE / a deregistered one disappears.
 const TRANSITION_DELAY: Duration = Duration::from_millis(300);
 
@@ -63,59 +69,67 @@ pub fn subscription_duration() -> Duration {
 }
 
 /// (stream uid, consumer name, consumer creation seconds, shard index).
-type LeaseKey = (u64, String, u64, u32);
+type SubKey = (u64, String, u64, u32);
 
-struct Lease {
-    started: Instant,
-    generation: u64,
-    /// Set to `true` to end the subscription holding the lease.
-    cancel: watch::Sender<bool>,
-}
-
-/// This node's subscriptions.
+/// This node's subscriptions, by lease holder token, so that a takeover arriving at this
+/// node ends a local holder at once (remote holders learn it on their next read).
 #[derive(Default)]
 pub struct EfoState {
-    leases: Mutex<HashMap<LeaseKey, Lease>>,
-    generation: AtomicU64,
+    subs: Mutex<HashMap<u64, watch::Sender<bool>>>,
 }
 
 impl EfoState {
-    fn leases(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseKey, Lease>> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    fn subs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, watch::Sender<bool>>> {
+        self.subs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes the lease of `key`, ending an older holder; refuses if the holder is younger
-    /// than [`TAKEOVER_AFTER`].
-    fn acquire(&self, key: LeaseKey) -> KinesisResult<(u64, watch::Receiver<bool>)> {
-        let mut leases = self.leases();
-        if let Some(old) = leases.get(&key) {
-            if old.started.elapsed() < TAKEOVER_AFTER && !old.cancel.is_closed() {
-                return Err(KinesisError::in_use(format!(
-                    "Another active subscription exists for consumer {} on {}; retry after 5 seconds.",
-                    key.1,
-                    shard_id(key.3)
-                )));
+    /// A fresh holder token and the receiver that says when to stop.
+    fn register(&self) -> (u64, watch::Receiver<bool>) {
+        let mut subs = self.subs();
+        loop {
+            let token = rand::random::<u64>();
+            if let std::collections::hash_map::Entry::Vacant(v) = subs.entry(token) {
+                let (tx, rx) = watch::channel(false);
+                v.insert(tx);
+                return (token, rx);
             }
-            old.cancel.send_replace(true);
         }
-        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let (cancel, rx) = watch::channel(false);
-        leases.insert(
-            key,
-            Lease {
-                started: Instant::now(),
-                generation,
-                cancel,
-            },
-        );
-        Ok((generation, rx))
     }
 
-    fn release(&self, key: &LeaseKey, generation: u64) {
-        let mut leases = self.leases();
-        if leases.get(key).is_some_and(|l| l.generation == generation) {
-            leases.remove(key);
+    fn cancel(&self, token: u64) {
+        if let Some(tx) = self.subs().get(&token) {
+            tx.send_replace(true);
         }
+    }
+
+    fn remove(&self, token: u64) {
+        self.subs().remove(&token);
+    }
+}
+
+/// Takes the cluster-wide lease of `claim` at the shard's leader.
+async fn acquire(b: &ClusterBackend, shard: &ShardMeta, claim: &LeaseClaim) -> KinesisResult<()> {
+    match b
+        .router
+        .call(shard, ShardRequest::LeaseAcquire(claim.clone()))
+        .await
+    {
+        Ok(ShardReply::LeaseGranted { replaced }) => {
+            if let Some(old) = replaced {
+                b.efo.cancel(old);
+            }
+            Ok(())
+        }
+        Ok(ShardReply::LeaseInUse { age_ms }) => Err(KinesisError::in_use(format!(
+            "Another active subscription exists for consumer {} on {} (started {age_ms} ms ago); \
+             retry after 5 seconds.",
+            claim.consumer,
+            shard_id(shard.index)
+        ))),
+        Ok(other) => Err(KinesisError::internal(format!(
+            "unexpected shard reply {other:?}"
+        ))),
+        Err(e) => Err(route_error(e)),
     }
 }
 
@@ -278,8 +292,11 @@ pub fn check_delete(b: &ClusterBackend, stream: &str, enforce: bool) -> KinesisR
 struct Feed {
     backend: ClusterBackend,
     efo: Arc<EfoState>,
-    key: LeaseKey,
-    generation: u64,
+    key: SubKey,
+    /// The lease claim (its `age_ms` is refreshed from `started` on each read).
+    claim: LeaseClaim,
+    started: Instant,
+    shard: ShardMeta,
     cancel: watch::Receiver<bool>,
     stopping: NodeStopping,
     stream: String,
@@ -312,7 +329,18 @@ pub async fn subscribe(
     let iterator = b.get_shard_iterator(stream, shard_index, start).await?;
     let from = b.keys()?.decode(&iterator, now_ms())?.position;
     let key = (s.uid, consumer.to_string(), created_secs, shard_index);
-    let (generation, cancel) = b.efo.acquire(key.clone())?;
+    let (holder, cancel) = b.efo.register();
+    let claim = LeaseClaim {
+        consumer: consumer.to_string(),
+        consumer_created_secs: created_secs,
+        holder,
+        age_ms: 0,
+    };
+    if let Err(e) = acquire(b, &shard, &claim).await {
+        b.efo.remove(holder);
+        return Err(e);
+    }
+    let started = Instant::now();
     let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
     let feed = Feed {
         backend: ClusterBackend::new(
@@ -323,7 +351,9 @@ pub async fn subscribe(
         ),
         efo: b.efo.clone(),
         key,
-        generation,
+        claim,
+        started,
+        shard: shard.clone(),
         cancel,
         stopping: node_stopping(&b.meta),
         stream: stream.to_string(),
@@ -337,9 +367,14 @@ pub async fn subscribe(
         tx,
     };
     tokio::spawn(async move {
-        let (efo, key, generation) = (feed.efo.clone(), feed.key.clone(), feed.generation);
-        feed.run().await;
-        efo.release(&key, generation);
+        let (efo, router) = (feed.efo.clone(), feed.backend.router.clone());
+        let (claim, shard) = (feed.claim.clone(), feed.shard.clone());
+        let stopped = feed.run().await;
+        efo.remove(claim.holder);
+        if !stopped {
+            // Best effort: a lease left behind stops mattering 5 s after it was taken.
+            let _ = router.call(&shard, ShardRequest::LeaseRelease(claim)).await;
+        }
     });
     Ok(rx)
 }
@@ -354,7 +389,7 @@ async fn guard<T>(
 ) -> Result<T, Stop> {
     tokio::select! {
         v = fut => Ok(v),
-        _ = stopping => Err(Stop::Quiet),
+        _ = stopping => Err(Stop::NodeStopping),
         _ = tokio::time::sleep_until(deadline) => Err(Stop::Quiet),
         _ = cancel.wait_for(|c| *c) => Err(Stop::Quiet),
         _ = tx.closed() => Err(Stop::Quiet),
@@ -384,21 +419,25 @@ fn node_stopping(meta: &MetaHandle) -> NodeStopping {
 enum Stop {
     /// Ended quietly (deadline, takeover, reader gone).
     Quiet,
+    /// This node is stopping.
+    NodeStopping,
     /// Ended with an exception event.
     Error(KinesisError),
 }
 
 impl Feed {
-    async fn run(mut self) {
+    /// Feeds until the subscription ends; true if it ended because the node is stopping.
+    async fn run(mut self) -> bool {
         let mut bucket = (BYTES_PER_SEC, tokio::time::Instant::now());
         let mut continuation = self.position_sequence(self.from);
         loop {
             match self.step(&mut continuation, &mut bucket).await {
                 Ok(()) => {}
-                Err(Stop::Quiet) => return,
+                Err(Stop::Quiet) => return false,
+                Err(Stop::NodeStopping) => return true,
                 Err(Stop::Error(e)) => {
                     let _ = self.tx.send(Err(e)).await;
-                    return;
+                    return false;
                 }
             }
         }
@@ -449,11 +488,14 @@ impl Feed {
         bucket: &mut (u64, tokio::time::Instant),
     ) -> Result<(), Stop> {
         let (s, shard) = self.current()?;
-        let req = ShardRequest::ReadWait {
+        let mut claim = self.claim.clone();
+        claim.age_ms = self.started.elapsed().as_millis() as u64;
+        let req = ShardRequest::ReadLeased {
             from: self.from,
             limit: MAX_EVENT_RECORDS,
             max_bytes: MAX_EVENT_BYTES,
             wait_ms: IDLE_WAIT_MS,
+            claim,
         };
         let router = self.backend.router.clone();
         let reply = guard(
@@ -470,6 +512,10 @@ impl Feed {
                 next_ordinal,
                 ..
             }) => (records, next_ordinal),
+            Ok(ShardReply::LeaseLost) => {
+                tracing::debug!(consumer = %self.key.1, shard = self.key.3, "subscription taken over");
+                return Err(Stop::Quiet);
+            }
             Ok(other) => {
                 return Err(Stop::Error(KinesisError::internal(format!(
                     "unexpected shard reply {other:?}"

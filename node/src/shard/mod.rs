@@ -9,6 +9,7 @@
 //! * [`metrics`]: the node's capacity counters (CloudWatch names).
 
 pub mod batcher;
+pub mod lease;
 pub mod manager;
 pub mod metrics;
 pub mod replica;

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batcher::now_ms;
 use super::batcher::PutJob;
+use super::lease::{Acquired, LeaseClaim, LeaseTable};
 use super::metrics::CapacityMetrics;
 use super::store::{Progress, ShardStore, StoredRecord};
 use super::throttle::{EffectiveLimits, Limits, LoadBucket, LoadMeter, ShardThrottle, Throttled};
@@ -60,6 +61,21 @@ pub enum ShardRequest {
     Load {
         secs: u32,
     },
+    /// Take the subscription lease of a consumer on this shard (SubscribeToShard), answered
+    /// `LeaseGranted` or `LeaseInUse`. Leader only.
+    LeaseAcquire(LeaseClaim),
+    /// A `ReadWait` of the subscription holding `claim`, answered `LeaseLost` (also while
+    /// waiting) once another subscription has taken the lease over. Leader only; a follower
+    /// that knows no leader serves it as a plain `ReadWait`.
+    ReadLeased {
+        from: u64,
+        limit: u32,
+        max_bytes: u64,
+        wait_ms: u64,
+        claim: LeaseClaim,
+    },
+    /// The subscription holding `claim` ended. Leader only; answered `LeaseReleased`.
+    LeaseRelease(LeaseClaim),
 }
 
 /// Longest wait a `ReadWait` may ask for (below the router's per-hop timeout).
@@ -117,6 +133,17 @@ pub enum ShardReply {
     /// stopped before the answer): it may or may not be applied, so it must not be retried
     /// on another replica behind the client's back.
     OutcomeUnknown(String),
+    /// The lease is the claimant's (`replaced`: the holder it took over from).
+    LeaseGranted {
+        replaced: Option<u64>,
+    },
+    /// A subscription younger than the takeover delay holds the lease.
+    LeaseInUse {
+        age_ms: u64,
+    },
+    /// Another subscription took the claimant's lease over.
+    LeaseLost,
+    LeaseReleased,
 }
 
 /// A shard group hosted on this node.
@@ -130,6 +157,8 @@ pub struct ShardReplica {
     capacity: Capacity,
     throttle: Mutex<ShardThrottle>,
     meter: Mutex<LoadMeter>,
+    /// Subscription leases, meaningful while this replica leads (in memory only).
+    leases: Mutex<LeaseTable>,
 }
 
 /// The node-wide capacity settings every replica shares.
@@ -160,6 +189,7 @@ impl ShardReplica {
             capacity,
             throttle,
             meter: Mutex::new(LoadMeter::default()),
+            leases: Mutex::new(LeaseTable::default()),
         }
     }
 
@@ -175,6 +205,49 @@ impl ShardReplica {
 
     fn meter(&self) -> std::sync::MutexGuard<'_, LoadMeter> {
         self.meter.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn leases(&self) -> std::sync::MutexGuard<'_, LeaseTable> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn not_leader(&self) -> ShardReply {
+        ShardReply::NotLeader {
+            leader: self.raft.metrics().borrow_watched().current_leader,
+        }
+    }
+
+    /// Waits (on applied progress, no polling) until records at or past `from` exist or
+    /// `wait_ms` passes, then reads; with a lease claim, answers `LeaseLost` as soon as the
+    /// claim is taken over.
+    async fn read_wait(
+        &self,
+        from: u64,
+        limit: u32,
+        max_bytes: u64,
+        wait_ms: u64,
+        claim: Option<&LeaseClaim>,
+    ) -> ShardReply {
+        let mut tip = self.progress.subscribe();
+        let mut changes = self.leases().changes();
+        let held = |r: &Self| claim.is_none_or(|c| r.leases().check(c, Instant::now()));
+        if !held(self) {
+            return ShardReply::LeaseLost;
+        }
+        let wait = std::time::Duration::from_millis(wait_ms.min(MAX_READ_WAIT_MS));
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                // Timing out just means an empty answer.
+                _ = tokio::time::timeout_at(until, tip.wait_for(|next| *next > from)) => break,
+                changed = changes.changed(), if claim.is_some() => {
+                    if changed.is_err() || !held(self) {
+                        return ShardReply::LeaseLost;
+                    }
+                }
+            }
+        }
+        self.read(from, limit, max_bytes).await
     }
 
     /// Admits a put against the write limits, counting refusals.
@@ -312,13 +385,7 @@ impl ShardReplica {
                 limit,
                 max_bytes,
                 wait_ms,
-            } => {
-                let mut tip = self.progress.subscribe();
-                let wait = std::time::Duration::from_millis(wait_ms.min(MAX_READ_WAIT_MS));
-                // Timing out just means an empty answer.
-                let _ = tokio::time::timeout(wait, tip.wait_for(|next| *next > from)).await;
-                self.read(from, limit, max_bytes).await
-            }
+            } => self.read_wait(from, limit, max_bytes, wait_ms, None).await,
             ShardRequest::Position(q) => match q {
                 PositionQuery::TrimHorizon => ShardReply::Position(self.progress.trim_ordinal()),
                 PositionQuery::Latest => ShardReply::Position(self.progress.next_ordinal()),
@@ -339,6 +406,45 @@ impl ShardReplica {
                     };
                 }
                 ShardReply::Load(self.meter().recent(now_ms() / 1000, secs as usize))
+            }
+            ShardRequest::LeaseAcquire(claim) => {
+                if !self.is_leader() {
+                    return self.not_leader();
+                }
+                match self.leases().acquire(&claim, Instant::now()) {
+                    Acquired::Granted { replaced } => ShardReply::LeaseGranted { replaced },
+                    Acquired::InUse { age_ms } => ShardReply::LeaseInUse { age_ms },
+                }
+            }
+            ShardRequest::ReadLeased {
+                from,
+                limit,
+                max_bytes,
+                wait_ms,
+                claim,
+            } => {
+                if self.is_leader() {
+                    self.read_wait(from, limit, max_bytes, wait_ms, Some(&claim))
+                        .await
+                } else if self
+                    .raft
+                    .metrics()
+                    .borrow_watched()
+                    .current_leader
+                    .is_some()
+                {
+                    self.not_leader()
+                } else {
+                    // No leader known (an election): keep the subscription reading.
+                    self.read_wait(from, limit, max_bytes, wait_ms, None).await
+                }
+            }
+            ShardRequest::LeaseRelease(claim) => {
+                if !self.is_leader() {
+                    return self.not_leader();
+                }
+                self.leases().release(&claim, Instant::now());
+                ShardReply::LeaseReleased
             }
         }
     }
