@@ -14,6 +14,7 @@
 //! The HTTP client is the SDK's own hyper 1.x client (`aws-smithy-http-client`) with rustls on
 //! ring, the same client the SDK's default features build on aws-lc.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -39,10 +40,7 @@ use aws_sdk_kinesis::types::{
 };
 use aws_sdk_kinesis::Client;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use os_std::os::unix::process::CommandExt;
 use spate_cluster_tests::harness::{spate_bin, tail, Cluster, ClusterOpts};
-
-use std as os_std;
 
 const MAX_HASH: u128 = u128::MAX;
 
@@ -123,18 +121,25 @@ fn shard_id(i: u32) -> String {
     format!("shardId-{i:012}")
 }
 
+/// Polls DescribeStreamSummary until ACTIVE. A node that has not applied the create yet
+/// answers ResourceNotFound meanwhile (metadata reads are served from each node's copy).
 async fn wait_active(c: &Client, name: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let s = c
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await
-            .context("describe_stream_summary")?;
-        let s = s.stream_description_summary().context("no summary")?;
-        if s.stream_status() == &StreamStatus::Active {
-            return Ok(());
+        match c.describe_stream_summary().stream_name(name).send().await {
+            Ok(s) => {
+                let s = s.stream_description_summary().context("no summary")?;
+                if s.stream_status() == &StreamStatus::Active {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let e = e.into_service_error();
+                ensure!(
+                    e.is_resource_not_found_exception(),
+                    "describe {name}: {e:?}"
+                );
+            }
         }
         ensure!(Instant::now() < deadline, "{name} not ACTIVE after 60 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -296,8 +301,10 @@ async fn api_walk(c: &[Client], strict: &Client) -> Result<()> {
         .send()
         .await
         .context("create on-demand")?;
-    wait_active(&c[0], &prov).await?;
-    wait_active(&c[0], &od).await?;
+    for client in c {
+        wait_active(client, &prov).await?;
+        wait_active(client, &od).await?;
+    }
     // The SDK's own waiter agrees (its first poll already sees ACTIVE).
     c[2].wait_until_stream_exists()
         .stream_name(&prov)
@@ -405,9 +412,9 @@ async fn api_walk(c: &[Client], strict: &Client) -> Result<()> {
         DateTime::from_millis(DateTime::from(std::time::SystemTime::now()).to_millis()? - 2_000);
     let mut seqs = Vec::new();
     let mut want = Vec::new();
-    for i in 0..3 {
+    for (i, client) in c.iter().enumerate() {
         let data = format!("single-{i}").into_bytes();
-        let r = c[i]
+        let r = client
             .put_record()
             .stream_name(&prov)
             .partition_key(format!("pk-{i}"))
@@ -873,15 +880,24 @@ async fn efo_round(
     ensure!(suffix.parse::<u64>().is_ok(), "consumer ARN {carn}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let d = c
+        match c
             .describe_stream_consumer()
             .consumer_arn(&carn)
             .send()
-            .await?;
-        let d = d.consumer_description().context("description")?;
-        if d.consumer_status() == &ConsumerStatus::Active {
-            ensure!(d.stream_arn() == arn && d.consumer_name() == "rs");
-            break;
+            .await
+        {
+            Ok(d) => {
+                let d = d.consumer_description().context("description")?;
+                if d.consumer_status() == &ConsumerStatus::Active {
+                    ensure!(d.stream_arn() == arn && d.consumer_name() == "rs");
+                    break;
+                }
+            }
+            // Not applied on this node yet.
+            Err(e) => {
+                let e = e.into_service_error();
+                ensure!(e.is_resource_not_found_exception(), "{e:?}");
+            }
         }
         ensure!(Instant::now() < deadline, "consumer not ACTIVE after 30 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -933,9 +949,7 @@ async fn efo_round(
                 .put_record()
                 .stream_name(&stream)
                 .partition_key(format!("k{i}"))
-                .data(Blob::new(
-                    format!("{label}-{i}", label = "efo").into_bytes(),
-                ))
+                .data(Blob::new(format!("efo-{i}").into_bytes()))
                 .send()
                 .await?;
             seqs.push(r.sequence_number().to_string());
@@ -1026,6 +1040,7 @@ async fn efo_round(
         "events after the ChildShards event"
     );
 
+    wait_active(c, &name).await?;
     c.delete_stream()
         .stream_name(&name)
         .enforce_consumer_deletion(true)
