@@ -14,33 +14,34 @@
 //! The HTTP client is the SDK's own hyper 1.x client (`aws-smithy-http-client`) with rustls on
 //! ring, the same client the SDK's default features build on aws-lc.
 
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use aws_sdk_kinesis::client::Waiters;
 use aws_sdk_kinesis::config::interceptors::BeforeDeserializationInterceptorContextRef;
 use aws_sdk_kinesis::config::retry::RetryConfig;
 use aws_sdk_kinesis::config::{ConfigBag, Credentials, Intercept, Region, RuntimeComponents};
 use aws_sdk_kinesis::error::{BoxError, ProvideErrorMetadata};
-use aws_sdk_kinesis::operation::add_tags_to_stream::AddTagsToStreamError;
-use aws_sdk_kinesis::operation::create_stream::CreateStreamError;
-use aws_sdk_kinesis::operation::decrease_stream_retention_period::DecreaseStreamRetentionPeriodError;
 use aws_sdk_kinesis::operation::describe_stream::DescribeStreamError;
-use aws_sdk_kinesis::operation::get_shard_iterator::GetShardIteratorError;
-use aws_sdk_kinesis::operation::put_record::PutRecordError;
 use aws_sdk_kinesis::primitives::{Blob, DateTime};
 use aws_sdk_kinesis::types::{
-    ConsumerStatus, PutRecordsRequestEntry, Record, ShardIteratorType, StartingPosition,
-    StreamMode, StreamModeDetails, StreamStatus, SubscribeToShardEvent,
-    SubscribeToShardEventStream,
+    PutRecordsRequestEntry, Record, ShardIteratorType, StreamMode, StreamModeDetails, StreamStatus,
 };
 use aws_sdk_kinesis::Client;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use spate_cluster_tests::harness::{spate_bin, tail, Cluster, ClusterOpts};
+use spate_cluster_tests::harness::{Cluster, ClusterOpts};
+
+#[path = "rust_sdk/dev.rs"]
+mod dev;
+#[path = "rust_sdk/efo.rs"]
+mod efo;
+#[path = "rust_sdk/errors.rs"]
+mod errors;
+
+use dev::{read_ca, Dev};
+use efo::efo_round;
+use errors::errors;
 
 const MAX_HASH: u128 = u128::MAX;
 
@@ -278,6 +279,38 @@ async fn rust_sdk_api() {
     efo_round(&c[1], &probe, "h1", Some("chunked"))
         .await
         .expect("enhanced fan-out over HTTP/1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_sdk_efo_tls_h2() {
+    let dev = Dev::start().await.expect("spate dev");
+    let ca = read_ca(&dev.ca()).expect("dev CA");
+    let probe = Probe::default();
+    let tls = sdk_client(
+        &format!("https://localhost:{}", dev.port + 30),
+        Some(&ca),
+        true,
+        &probe,
+    );
+    // Without the dev CA the certificate is refused: the TLS is real.
+    let untrusting = sdk_client(
+        &format!("https://localhost:{}", dev.port + 30),
+        None,
+        false,
+        &probe,
+    );
+    let e = untrusting
+        .list_streams()
+        .send()
+        .await
+        .expect_err("an unknown CA must be refused");
+    assert!(
+        matches!(e, aws_sdk_kinesis::error::SdkError::DispatchFailure(_)),
+        "{e:?}"
+    );
+    efo_round(&tls, &probe, "h2", None)
+        .await
+        .expect("enhanced fan-out over TLS + HTTP/2");
 }
 
 async fn api_walk(c: &[Client], strict: &Client) -> Result<()> {
@@ -679,504 +712,4 @@ async fn api_walk(c: &[Client], strict: &Client) -> Result<()> {
         "describe after delete"
     );
     Ok(())
-}
-
-/// One error of each family, as the SDK's typed variants (retries off).
-async fn errors(c: &Client, stream: &str) -> Result<()> {
-    // ResourceNotFoundException
-    let e = c
-        .describe_stream()
-        .stream_name("no-such-stream")
-        .send()
-        .await
-        .expect_err("describe of a missing stream")
-        .into_service_error();
-    ensure!(
-        matches!(e, DescribeStreamError::ResourceNotFoundException(_)),
-        "{e:?}"
-    );
-    ensure!(
-        e.message().is_some_and(|m| m.contains("no-such-stream")),
-        "{e:?}"
-    );
-    let e = c
-        .put_record()
-        .stream_name("no-such-stream")
-        .partition_key("k")
-        .data(Blob::new(b"x".to_vec()))
-        .send()
-        .await
-        .expect_err("put to a missing stream")
-        .into_service_error();
-    ensure!(
-        matches!(e, PutRecordError::ResourceNotFoundException(_)),
-        "{e:?}"
-    );
-
-    // InvalidArgumentException: a decrease that is an increase; an iterator type that needs a
-    // sequence number without one.
-    let e = c
-        .decrease_stream_retention_period()
-        .stream_name(stream)
-        .retention_period_hours(48)
-        .send()
-        .await
-        .expect_err("decrease to a longer period")
-        .into_service_error();
-    ensure!(
-        matches!(
-            e,
-            DecreaseStreamRetentionPeriodError::InvalidArgumentException(_)
-        ),
-        "{e:?}"
-    );
-    let e = c
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard_id(0))
-        .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-        .send()
-        .await
-        .expect_err("AT_SEQUENCE_NUMBER without a sequence number")
-        .into_service_error();
-    ensure!(
-        matches!(e, GetShardIteratorError::InvalidArgumentException(_)),
-        "{e:?}"
-    );
-    let future = DateTime::from_secs(DateTime::from(std::time::SystemTime::now()).secs() + 3600);
-    let e = c
-        .get_shard_iterator()
-        .stream_name(stream)
-        .shard_id(shard_id(0))
-        .shard_iterator_type(ShardIteratorType::AtTimestamp)
-        .timestamp(future)
-        .send()
-        .await
-        .expect_err("AT_TIMESTAMP in the future")
-        .into_service_error();
-    ensure!(
-        matches!(e, GetShardIteratorError::InvalidArgumentException(_)),
-        "{e:?}"
-    );
-
-    // ValidationException (modeled on CreateStream): a stream name outside the pattern.
-    let e = c
-        .create_stream()
-        .stream_name("bad name!")
-        .shard_count(1)
-        .send()
-        .await
-        .expect_err("create with a bad name")
-        .into_service_error();
-    ensure!(
-        matches!(e, CreateStreamError::ValidationException(_)),
-        "{e:?}"
-    );
-    ensure!(
-        e.message()
-            .is_some_and(|m| m.starts_with("1 validation error detected: Value 'bad name!' at 'streamName' failed to satisfy constraint: Member must")),
-        "{e:?}"
-    );
-    // Not modeled on AddTagsToStream: the SDK still exposes the code.
-    let e = c
-        .add_tags_to_stream()
-        .stream_name(stream)
-        .tags("", "v")
-        .send()
-        .await
-        .expect_err("empty tag key")
-        .into_service_error();
-    ensure!(
-        matches!(e, AddTagsToStreamError::InvalidArgumentException(_))
-            || e.code() == Some("ValidationException"),
-        "{e:?}"
-    );
-
-    // ResourceInUseException: the name is taken.
-    let e = c
-        .create_stream()
-        .stream_name(stream)
-        .shard_count(1)
-        .send()
-        .await
-        .expect_err("create of an existing stream")
-        .into_service_error();
-    ensure!(
-        matches!(e, CreateStreamError::ResourceInUseException(_)),
-        "{e:?}"
-    );
-
-    // LimitExceededException: more shards than the account may have.
-    let e = c
-        .create_stream()
-        .stream_name(unique("rs-huge"))
-        .shard_count(100_000)
-        .send()
-        .await
-        .expect_err("create past the shard limit")
-        .into_service_error();
-    ensure!(
-        matches!(e, CreateStreamError::LimitExceededException(_)),
-        "{e:?}"
-    );
-    Ok(())
-}
-
-/// Waits for the next event of a subscription (at most `secs`).
-async fn next_event(
-    out: &mut aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardOutput,
-    secs: u64,
-) -> Result<Option<SubscribeToShardEvent>> {
-    let ev = tokio::time::timeout(Duration::from_secs(secs), out.event_stream.recv())
-        .await
-        .map_err(|_| anyhow!("no event within {secs} s"))?
-        .map_err(|e| anyhow!("event stream error: {e:?}"))?;
-    match ev {
-        None => Ok(None),
-        Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)) => Ok(Some(e)),
-        Some(other) => bail!("unexpected event {other:?}"),
-    }
-}
-
-/// Enhanced fan-out with the SDK: register a consumer, wait ACTIVE, subscribe (LATEST),
-/// receive every record put during the subscription in order, split the shard and see
-/// `ChildShards` in the parent's last event. `transfer_encoding` is what the probe must
-/// have seen on the SubscribeToShard answer (`Some("chunked")`: HTTP/1.1; `None`: HTTP/2).
-async fn efo_round(
-    c: &Client,
-    probe: &Probe,
-    label: &str,
-    transfer_encoding: Option<&str>,
-) -> Result<()> {
-    let name = unique(&format!("rs-efo-{label}"));
-    c.create_stream()
-        .stream_name(&name)
-        .shard_count(1)
-        .send()
-        .await?;
-    wait_active(c, &name).await?;
-    let arn = c
-        .describe_stream_summary()
-        .stream_name(&name)
-        .send()
-        .await?
-        .stream_description_summary()
-        .context("summary")?
-        .stream_arn()
-        .to_string();
-    let reg = c
-        .register_stream_consumer()
-        .stream_arn(&arn)
-        .consumer_name("rs")
-        .send()
-        .await
-        .context("register_stream_consumer")?;
-    let consumer = reg.consumer().context("no consumer")?;
-    ensure!(consumer.consumer_status() == &ConsumerStatus::Creating);
-    let carn = consumer.consumer_arn().to_string();
-    let suffix = carn
-        .strip_prefix(&format!("{arn}/consumer/rs:"))
-        .with_context(|| format!("consumer ARN {carn}"))?;
-    ensure!(suffix.parse::<u64>().is_ok(), "consumer ARN {carn}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match c
-            .describe_stream_consumer()
-            .consumer_arn(&carn)
-            .send()
-            .await
-        {
-            Ok(d) => {
-                let d = d.consumer_description().context("description")?;
-                if d.consumer_status() == &ConsumerStatus::Active {
-                    ensure!(d.stream_arn() == arn && d.consumer_name() == "rs");
-                    break;
-                }
-            }
-            // Not applied on this node yet.
-            Err(e) => {
-                let e = e.into_service_error();
-                ensure!(e.is_resource_not_found_exception(), "{e:?}");
-            }
-        }
-        ensure!(Instant::now() < deadline, "consumer not ACTIVE after 30 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let listed = c.list_stream_consumers().stream_arn(&arn).send().await?;
-    let names: Vec<&str> = listed
-        .consumers()
-        .iter()
-        .map(|c| c.consumer_name())
-        .collect();
-    ensure!(names == ["rs"], "{names:?}");
-
-    let parent = shard_id(0);
-    let probe_before = probe.seen().len();
-    let mut sub = c
-        .subscribe_to_shard()
-        .consumer_arn(&carn)
-        .shard_id(&parent)
-        .starting_position(
-            StartingPosition::builder()
-                .r#type(ShardIteratorType::Latest)
-                .build()?,
-        )
-        .send()
-        .await
-        .context("subscribe_to_shard")?;
-    let seen = probe.seen();
-    ensure!(
-        seen.len() == probe_before + 1,
-        "the probe saw {} event-stream answers",
-        seen.len() - probe_before
-    );
-    ensure!(
-        seen[probe_before].as_deref() == transfer_encoding,
-        "transfer-encoding of the SubscribeToShard answer: {:?}, want {transfer_encoding:?}",
-        seen[probe_before]
-    );
-
-    let first = next_event(&mut sub, 15)
-        .await?
-        .context("stream ended at once")?;
-    let n = 40;
-    let writer = c.clone();
-    let stream = name.clone();
-    let producer = tokio::spawn(async move {
-        let mut seqs = Vec::new();
-        for i in 0..n {
-            let r = writer
-                .put_record()
-                .stream_name(&stream)
-                .partition_key(format!("k{i}"))
-                .data(Blob::new(format!("efo-{i}").into_bytes()))
-                .send()
-                .await?;
-            seqs.push(r.sequence_number().to_string());
-        }
-        Ok::<_, anyhow::Error>(seqs)
-    });
-    let mut got: Vec<Record> = first.records().to_vec();
-    let mut events = vec![first];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while got.len() < n {
-        ensure!(
-            Instant::now() < deadline,
-            "only {} of {n} records",
-            got.len()
-        );
-        let e = next_event(&mut sub, 15)
-            .await?
-            .context("stream ended early")?;
-        got.extend(e.records().iter().cloned());
-        events.push(e);
-    }
-    let sent = producer.await??;
-    ensure!(
-        datas(&got)
-            == (0..n)
-                .map(|i| format!("efo-{i}").into_bytes())
-                .collect::<Vec<_>>(),
-        "{label}: records out of order or missing"
-    );
-    ensure!(got.iter().map(|r| r.sequence_number()).collect::<Vec<_>>() == sent);
-    ensure!(got
-        .iter()
-        .all(|r| r.approximate_arrival_timestamp().is_some()));
-    ensure!(events
-        .iter()
-        .all(|e| !e.continuation_sequence_number().is_empty()));
-    ensure!(
-        events.last().map(|e| e.continuation_sequence_number()) == sent.last().map(|s| s.as_str())
-    );
-
-    // Split the subscribed shard: the parent's last event names its children, then the
-    // subscription ends.
-    let mid = 1u128 << 127;
-    c.split_shard()
-        .stream_name(&name)
-        .shard_to_split(&parent)
-        .new_starting_hash_key(mid.to_string())
-        .send()
-        .await
-        .context("split_shard")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let end = loop {
-        ensure!(
-            Instant::now() < deadline,
-            "no ChildShards 60 s after the split"
-        );
-        let e = next_event(&mut sub, 15)
-            .await?
-            .context("the subscription ended without ChildShards")?;
-        ensure!(e.records().is_empty(), "records after the split: {e:?}");
-        if !e.child_shards().is_empty() {
-            break e;
-        }
-    };
-    let mut kids: Vec<(String, Vec<String>, u128, u128)> = end
-        .child_shards()
-        .iter()
-        .map(|k| {
-            let r = k.hash_key_range().context("child hash range")?;
-            Ok((
-                k.shard_id().to_string(),
-                k.parent_shards().to_vec(),
-                r.starting_hash_key().parse()?,
-                r.ending_hash_key().parse()?,
-            ))
-        })
-        .collect::<Result<_>>()?;
-    kids.sort();
-    ensure!(
-        kids == [
-            (shard_id(1), vec![parent.clone()], 0, mid - 1),
-            (shard_id(2), vec![parent.clone()], mid, MAX_HASH),
-        ],
-        "{kids:?}"
-    );
-    ensure!(
-        next_event(&mut sub, 15).await?.is_none(),
-        "events after the ChildShards event"
-    );
-
-    wait_active(c, &name).await?;
-    c.delete_stream()
-        .stream_name(&name)
-        .enforce_consumer_deletion(true)
-        .send()
-        .await?;
-    Ok(())
-}
-
-/// `spate dev` as a child process on a free port range, killed (and reaped) on drop.
-struct Dev {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Dev {
-    async fn start() -> Result<Dev> {
-        let port = free_port_range()?;
-        let dir = tempfile::Builder::new()
-            .prefix("spate-dev-sdk-")
-            .tempdir()?;
-        let log = std::fs::File::create(dir.path().join("dev.log"))?;
-        let mut cmd = Command::new(spate_bin()?);
-        cmd.arg("dev")
-            .arg("--port")
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log));
-        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().context("spawning spate dev")?;
-        let mut dev = Dev { child, port, dir };
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()?;
-        let deadline = Instant::now() + Duration::from_secs(90);
-        for admin in port + 10..port + 13 {
-            loop {
-                if let Some(st) = dev.child.try_wait()? {
-                    bail!("spate dev exited ({st}):\n{}", tail(&dev.log(), 40));
-                }
-                let ok = http
-                    .get(format!("http://127.0.0.1:{admin}/ready"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success());
-                if ok {
-                    break;
-                }
-                ensure!(
-                    Instant::now() < deadline,
-                    "spate dev not ready:\n{}",
-                    tail(&dev.log(), 40)
-                );
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-        Ok(dev)
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("dev.log")
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("data/tls/ca.pem")
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("---- spate dev log ----\n{}", tail(&self.log(), 60));
-        }
-    }
-}
-
-/// A base port P with P..P+2, P+10..P+12, P+20..P+22 and P+30..P+32 free on 127.0.0.1.
-fn free_port_range() -> Result<u16> {
-    for _ in 0..200 {
-        let p: u16 = 20_000 + (rand::random::<u16>() % 30_000);
-        let all: std::io::Result<Vec<_>> = [0u16, 10, 20, 30]
-            .iter()
-            .flat_map(|b| (0..3).map(move |i| p + b + i))
-            .map(|q| std::net::TcpListener::bind(("127.0.0.1", q)))
-            .collect();
-        if all.is_ok() {
-            return Ok(p);
-        }
-    }
-    bail!("no free port range")
-}
-
-fn read_ca(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading the dev CA {}", path.display()))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rust_sdk_efo_tls_h2() {
-    let dev = Dev::start().await.expect("spate dev");
-    let ca = read_ca(&dev.ca()).expect("dev CA");
-    let probe = Probe::default();
-    let tls = sdk_client(
-        &format!("https://localhost:{}", dev.port + 30),
-        Some(&ca),
-        true,
-        &probe,
-    );
-    // Without the dev CA the certificate is refused: the TLS is real.
-    let untrusting = sdk_client(
-        &format!("https://localhost:{}", dev.port + 30),
-        None,
-        false,
-        &probe,
-    );
-    let e = untrusting
-        .list_streams()
-        .send()
-        .await
-        .expect_err("an unknown CA must be refused");
-    assert!(
-        matches!(e, aws_sdk_kinesis::error::SdkError::DispatchFailure(_)),
-        "{e:?}"
-    );
-    efo_round(&tls, &probe, "h2", None)
-        .await
-        .expect("enhanced fan-out over TLS + HTTP/2");
 }
