@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Enhanced fan-out acceptance with the AWS SDK for JavaScript v3 (default HTTP/2 handler over
-# http://, i.e. h2c): tests/clients/efo_js/efo_test.cjs against ENDPOINT.
+# http://, i.e. h2c): tests/clients/efo_js/efo_test.cjs against ENDPOINT (records in order during a
+# subscription, then ChildShards in the parent's last event after SplitShard).
 #
 #   tests/clients/run_efo_js.sh http://127.0.0.1:PORT
 #

@@ -252,3 +252,52 @@ def test_every_shard_of_a_multi_shard_stream(kinesis):
         assert got == want
     finally:
         delete_quietly_enforced(kinesis, name)
+
+
+def test_child_shards_after_split(kinesis, stream, consumer):
+    """Records put during the subscription arrive; after SplitShard of the subscribed shard
+    the parent's last event carries ChildShards and the subscription ends."""
+    name, _ = stream
+    resp = kinesis.subscribe_to_shard(
+        ConsumerARN=consumer, ShardId="shardId-000000000000", StartingPosition={"Type": "LATEST"}
+    )
+    n, mid = 10, 2**127
+    sent, records, events = [], [], []
+    split_at = None
+    deadline = time.time() + 60
+    for ev in resp["EventStream"]:
+        assert "SubscribeToShardEvent" in ev, ev
+        e = ev["SubscribeToShardEvent"]
+        events.append(e)
+        records += e["Records"]
+        if len(events) == 1:
+            for i in range(n):
+                r = kinesis.put_record(StreamName=name, Data=b"s%d" % i, PartitionKey="k%d" % i)
+                sent.append(r["SequenceNumber"])
+        if split_at is None and len(records) >= n:
+            kinesis.split_shard(
+                StreamName=name, ShardToSplit="shardId-000000000000", NewStartingHashKey=str(mid)
+            )
+            split_at = len(events)
+        assert time.time() < deadline, "subscription still open 60 s after the split"
+    # The server ended the subscription: its last event names the children.
+    assert [r["Data"] for r in records] == [b"s%d" % i for i in range(n)]
+    assert [r["SequenceNumber"] for r in records] == sent
+    assert split_at is not None
+    last = events[-1]
+    assert last["Records"] == []
+    assert all("ChildShards" not in e for e in events[:-1])
+    kids = sorted(last["ChildShards"], key=lambda c: c["ShardId"])
+    assert kids == [
+        {
+            "ShardId": "shardId-000000000001",
+            "ParentShards": ["shardId-000000000000"],
+            "HashKeyRange": {"StartingHashKey": "0", "EndingHashKey": str(mid - 1)},
+        },
+        {
+            "ShardId": "shardId-000000000002",
+            "ParentShards": ["shardId-000000000000"],
+            "HashKeyRange": {"StartingHashKey": str(mid), "EndingHashKey": str(2**128 - 1)},
+        },
+    ]
+    wait_active(kinesis, name)

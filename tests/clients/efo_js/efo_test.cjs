@@ -1,6 +1,7 @@
 // Enhanced fan-out with the AWS SDK for JavaScript v3 (@aws-sdk/client-kinesis) and its
 // default HTTP/2 handler over http:// (h2c): register a consumer, subscribe, receive every
-// record put during the subscription, in order. Run by tests/clients/run_efo_js.sh.
+// record put during the subscription, in order; then split the subscribed shard and see
+// `ChildShards` in the parent's last event. Run by tests/clients/run_efo_js.sh.
 "use strict";
 const assert = require("node:assert/strict");
 const {
@@ -13,6 +14,7 @@ const {
   ListStreamConsumersCommand,
   SubscribeToShardCommand,
   PutRecordCommand,
+  SplitShardCommand,
 } = require("@aws-sdk/client-kinesis");
 const { NodeHttp2Handler } = require("@smithy/node-http-handler");
 
@@ -68,9 +70,17 @@ async function main() {
   let events = 0;
   let producer;
   const deadline = Date.now() + 30000;
-  for await (const ev of sub.EventStream) {
-    assert.ok(ev.SubscribeToShardEvent, `unexpected event ${JSON.stringify(ev)}`);
-    const e = ev.SubscribeToShardEvent;
+  // One iterator for the whole subscription (a `break` out of `for await` would close it).
+  const events_it = sub.EventStream[Symbol.asyncIterator]();
+  const nextEvent = async () => {
+    const { value, done } = await events_it.next();
+    if (done) return null;
+    assert.ok(value.SubscribeToShardEvent, `unexpected event ${JSON.stringify(value)}`);
+    return value.SubscribeToShardEvent;
+  };
+  for (;;) {
+    const e = await nextEvent();
+    assert.ok(e, "the subscription ended before every record arrived");
     events++;
     assert.ok(typeof e.ContinuationSequenceNumber === "string");
     assert.ok(typeof e.MillisBehindLatest === "number");
@@ -93,8 +103,50 @@ async function main() {
   assert.deepEqual(got.map((r) => r.SequenceNumber), sent);
   assert.ok(got[0].ApproximateArrivalTimestamp instanceof Date);
 
+  // Split the subscribed shard: the parent's last event carries ChildShards, then it ends.
+  const mid = 1n << 127n;
+  await client.send(
+    new SplitShardCommand({
+      StreamName: name,
+      ShardToSplit: "shardId-000000000000",
+      NewStartingHashKey: mid.toString(),
+    })
+  );
+  const splitDeadline = Date.now() + 60000;
+  let last;
+  for (;;) {
+    const e = await nextEvent();
+    assert.ok(e, "the subscription ended without ChildShards");
+    assert.deepEqual(e.Records, [], "records after the split");
+    if (e.ChildShards && e.ChildShards.length) {
+      last = e;
+      break;
+    }
+    assert.ok(Date.now() < splitDeadline, "no ChildShards within 60 s of the split");
+  }
+  const kids = [...last.ChildShards].sort((a, b) => a.ShardId.localeCompare(b.ShardId));
+  assert.deepEqual(kids, [
+    {
+      ShardId: "shardId-000000000001",
+      ParentShards: ["shardId-000000000000"],
+      HashKeyRange: { StartingHashKey: "0", EndingHashKey: (mid - 1n).toString() },
+    },
+    {
+      ShardId: "shardId-000000000002",
+      ParentShards: ["shardId-000000000000"],
+      HashKeyRange: { StartingHashKey: mid.toString(), EndingHashKey: ((1n << 128n) - 1n).toString() },
+    },
+  ]);
+  assert.equal(await nextEvent(), null, "events after the ChildShards event");
+  for (let i = 0; i < 120; i++) {
+    const s = (await client.send(new DescribeStreamSummaryCommand({ StreamName: name })))
+      .StreamDescriptionSummary;
+    if (s.StreamStatus === "ACTIVE") break;
+    await sleep(250);
+  }
+
   await client.send(new DeleteStreamCommand({ StreamName: name, EnforceConsumerDeletion: true }));
-  console.log(`efo_test.cjs: OK (${n} records in ${events} events over HTTP/2)`);
+  console.log(`efo_test.cjs: OK (${n} records in ${events} events over HTTP/2, ChildShards after a split)`);
   client.destroy();
 }
 
