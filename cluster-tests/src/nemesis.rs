@@ -822,8 +822,10 @@ pub struct ChaosOpts {
     pub writers: usize,
     /// Fault kinds left out of the schedule.
     pub exclude: Vec<FaultKind>,
-    /// Run the [`crate::resharder`] concurrently with the faults.
+    /// Run the [`crate::resharder`] concurrently with the faults ...
     pub reshard: bool,
+    /// ... with a pause drawn from this range (ms) between its operations.
+    pub reshard_gap_ms: (u64, u64),
 }
 
 /// What a chaos run measured.
@@ -902,7 +904,7 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
                 stream: o.stream.clone(),
                 base: o.shards,
                 seed: o.seed,
-                gap_ms: (1_000, 4_000),
+                gap_ms: o.reshard_gap_ms,
                 op_timeout: Duration::from_secs(60),
             },
             wl.recorder.clone(),

@@ -214,13 +214,22 @@ async fn send(ctx: &mut Ctx<'_>, op: &Op, deadline: tokio::time::Instant) -> Res
     }
 }
 
-/// Wait for ACTIVE (through any node), then check the lineage; returns the shards.
-async fn settle(ctx: &mut Ctx<'_>, deadline: tokio::time::Instant) -> Result<Vec<Shard>> {
+/// Wait for ACTIVE (through any node) with `op`'s effect visible (a node cut off from the
+/// control plane may answer from a stale view), then check the lineage; returns the shards.
+async fn settle(
+    ctx: &mut Ctx<'_>,
+    op: Option<&Op>,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<Shard>> {
     let stream = ctx.stream.to_string();
     loop {
         let st = ctx.next().describe_stream_summary(&stream).await;
         if matches!(&st, Ok(s) if s.stream_status == "ACTIVE") {
-            break;
+            match op {
+                None => break,
+                Some(op) if ctx.applied(op).await => break,
+                Some(_) => {}
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             bail!("stream {stream} not ACTIVE in time: {st:?}");
@@ -328,7 +337,7 @@ pub async fn run_resharder(
             }
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
-        match settle(&mut ctx, deadline).await {
+        match settle(&mut ctx, Some(&op), deadline).await {
             Ok(shards) => {
                 ev.active_ms = Some(rec.now_ms());
                 ev.open_after = shards.iter().filter(|s| is_open(s)).count();
@@ -380,7 +389,7 @@ pub async fn settle_after_heal(
     timeout: Duration,
 ) -> Result<usize> {
     let mut ctx = Ctx { eps, stream, n: 0 };
-    let shards = settle(&mut ctx, tokio::time::Instant::now() + timeout).await?;
+    let shards = settle(&mut ctx, None, tokio::time::Instant::now() + timeout).await?;
     for s in &shards {
         tailers.tail(&s.shard_id);
     }

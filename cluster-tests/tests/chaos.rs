@@ -8,7 +8,7 @@
 //!   the resharder (UpdateShardCount up and down, SplitShard, MergeShards) running the whole
 //!   time: lineage is checked after every resharding step and in the final read.
 //! * `chaos_long` runs only with `SPATE_CHAOS_LONG=1`: `SPATE_CHAOS_MINUTES` (default 30) of
-//!   faults, hundreds of them, resharding throughout as well.
+//!   faults, hundreds of them, resharding throughout as well (one operation every 15–45 s).
 //!
 //! `SPATE_CHAOS_SEED=<n>` replays a schedule; `SPATE_NETNS=0` forces the loopback fallback.
 
@@ -60,6 +60,7 @@ fn chaos_short() {
             writers: 3,
             exclude: Vec::new(),
             reshard: true,
+            reshard_gap_ms: (1_000, 4_000),
         },
         Duration::from_secs(480),
     );
@@ -91,6 +92,9 @@ fn chaos_long() {
             writers: 3,
             exclude: Vec::new(),
             reshard: true,
+            // Every closed shard keeps its Raft group until retention expires it; one operation
+            // every ~30 s keeps a 30-minute run near a hundred shards instead of ~700.
+            reshard_gap_ms: (15_000, 45_000),
         },
         Duration::from_secs(minutes * 60 * 2 + 600),
     );
