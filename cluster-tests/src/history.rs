@@ -10,8 +10,12 @@
 //! * sequence numbers strictly increase per shard, and per reader per shard
 //!   ([`Violation::NonIncreasingSeq`], [`Violation::ReaderWentBackwards`]); a child's first number
 //!   is above its parents' last ([`Violation::ChildBeforeParent`]);
-//! * per partition key, acknowledged records keep the producer's counter order within a shard
+//! * per partition key, acknowledged records keep the producer's counter order along the
+//!   lineage: within a shard and from parents to children, the final read's order
 //!   ([`Violation::KeyOrder`]);
+//! * when the final read carries hash ranges: the open shards tile [0, 2^128 − 1]
+//!   ([`Violation::HashSpace`]) and every closed shard is covered by its children
+//!   ([`Violation::ParentNotCovered`]);
 //! * nothing is read that no producer attempted ([`Violation::Phantom`]).
 //!
 //! Sequence numbers are compared as unsigned big integers (length, then lexicographic).
@@ -74,6 +78,10 @@ pub struct ShardRead {
     /// Parent shard ids (must be listed earlier in [`History::final_read`]).
     pub parents: Vec<String>,
     pub records: Vec<ReadRecord>,
+    /// The shard's hash key range (decimal start, end) as listed; `None` skips the tiling checks.
+    pub hash_range: Option<(String, String)>,
+    /// Closed by a reshard (it has an ending sequence number).
+    pub closed: bool,
 }
 
 /// Everything the checker needs.
@@ -142,6 +150,15 @@ pub enum Violation {
     UnknownParent {
         child: String,
         parent: String,
+    },
+    /// The open shards do not tile [0, 2^128 - 1] (a gap, an overlap, a bad range).
+    HashSpace {
+        detail: String,
+    },
+    /// A closed shard whose children do not cover its hash range.
+    ParentNotCovered {
+        parent: String,
+        detail: String,
     },
 }
 
@@ -369,13 +386,14 @@ pub fn check(h: &History) -> Report {
         reader_pos.insert(key, &r.seq);
     }
 
-    // Per-key order within each shard, over records at their acknowledged position.
+    // Per-key order along the lineage (the final read lists parents before children, and a
+    // key maps to one open shard at a time), over records at their acknowledged position.
     let acked_at: HashSet<(&str, &str)> = payloads
         .values()
         .flat_map(|p| p.acks.iter().map(|(s, q)| (s.as_str(), q.as_str())))
         .collect();
+    let mut last: HashMap<&str, u64> = HashMap::new();
     for shard in &h.final_read {
-        let mut last: HashMap<&str, u64> = HashMap::new();
         for r in &shard.records {
             if !acked_at.contains(&(shard.shard_id.as_str(), r.seq.as_str())) {
                 continue;
@@ -394,7 +412,85 @@ pub fn check(h: &History) -> Report {
             last.insert(&r.partition_key, r.key_counter);
         }
     }
+    check_hash_space(&h.final_read, v);
     report
+}
+
+/// Lineage of the hash space: open shards tile [0, 2^128 - 1]; each closed shard's children
+/// cover its range. Skipped when a shard has no range (histories without them).
+fn check_hash_space(shards: &[ShardRead], v: &mut Vec<Violation>) {
+    let mut ranges: Vec<(&ShardRead, u128, u128)> = Vec::new();
+    for s in shards {
+        let Some((a, b)) = &s.hash_range else {
+            return;
+        };
+        match (a.parse::<u128>(), b.parse::<u128>()) {
+            (Ok(a), Ok(b)) if a <= b => ranges.push((s, a, b)),
+            _ => v.push(Violation::HashSpace {
+                detail: format!("{} has a bad range {a}..{b}", s.shard_id),
+            }),
+        }
+    }
+    if ranges.is_empty() {
+        return;
+    }
+    let mut open: Vec<(u128, u128, &str)> = ranges
+        .iter()
+        .filter(|r| !r.0.closed)
+        .map(|r| (r.1, r.2, r.0.shard_id.as_str()))
+        .collect();
+    open.sort();
+    match (open.first(), open.last()) {
+        (Some(f), Some(l)) => {
+            if f.0 != 0 {
+                v.push(Violation::HashSpace {
+                    detail: format!("the first open shard {} starts at {}", f.2, f.0),
+                });
+            }
+            if l.1 != u128::MAX {
+                v.push(Violation::HashSpace {
+                    detail: format!("the last open shard {} ends at {}", l.2, l.1),
+                });
+            }
+        }
+        _ => v.push(Violation::HashSpace {
+            detail: "no open shard".into(),
+        }),
+    }
+    for w in open.windows(2) {
+        if w[0].1.checked_add(1) != Some(w[1].0) {
+            v.push(Violation::HashSpace {
+                detail: format!(
+                    "{} ends at {} but {} starts at {} (gap or overlap)",
+                    w[0].2, w[0].1, w[1].2, w[1].0
+                ),
+            });
+        }
+    }
+    for (p, ps, pe) in ranges.iter().filter(|r| r.0.closed) {
+        let mut kids: Vec<(u128, u128)> = ranges
+            .iter()
+            .filter(|c| c.0.parents.contains(&p.shard_id))
+            .map(|c| (c.1, c.2))
+            .collect();
+        kids.sort();
+        let mut covered_to: Option<u128> = None; // highest key covered so far, from *ps
+        let mut ok = !kids.is_empty() && kids[0].0 <= *ps;
+        for (a, b) in &kids {
+            if let Some(c) = covered_to {
+                if *a > c.saturating_add(1) {
+                    ok = false;
+                }
+            }
+            covered_to = Some(covered_to.map_or(*b, |c| c.max(*b)));
+        }
+        if !ok || covered_to.is_none_or(|c| c < *pe) {
+            v.push(Violation::ParentNotCovered {
+                parent: p.shard_id.clone(),
+                detail: format!("range {ps}..{pe}, children {kids:?}"),
+            });
+        }
+    }
 }
 
 #[cfg(test)]

@@ -54,11 +54,13 @@ fn clean() -> History {
                 rec(S0, 2, "a", "p2", 1),
                 rec(S0, 3, "b", "p3", 0),
             ],
+            ..ShardRead::default()
         },
         ShardRead {
             shard_id: S1.into(),
             parents: vec![],
             records: vec![rec(S1, 1, "c", "p4", 0), rec(S1, 5, "c", "p5", 1)],
+            ..ShardRead::default()
         },
     ];
     let observations = vec![
@@ -263,4 +265,93 @@ fn child_before_parent_is_caught() {
     h.final_read[0].parents = vec![S1.into()];
     let v = only(&h);
     assert!(matches!(&v[..], [Violation::UnknownParent { .. }]), "{v:?}");
+}
+
+const S2: &str = "shardId-000000000002";
+const S3: &str = "shardId-000000000003";
+const HALF: u128 = 1 << 127;
+
+fn range(a: u128, b: u128) -> Option<(String, String)> {
+    Some((a.to_string(), b.to_string()))
+}
+
+/// `clean()` after S0 (lower half) split into S2 and S3; key "a" continues in S2.
+fn resharded() -> History {
+    let mut h = clean();
+    h.final_read[0].hash_range = range(0, HALF - 1);
+    h.final_read[0].closed = true;
+    h.final_read[1].hash_range = range(HALF, u128::MAX);
+    h.attempts.push(ack("p6", "a", 2, S2, 10));
+    h.final_read.push(ShardRead {
+        shard_id: S2.into(),
+        parents: vec![S0.into()],
+        records: vec![rec(S2, 10, "a", "p6", 2)],
+        hash_range: range(0, HALF / 2 - 1),
+        closed: false,
+    });
+    h.final_read.push(ShardRead {
+        shard_id: S3.into(),
+        parents: vec![S0.into()],
+        records: vec![],
+        hash_range: range(HALF / 2, HALF - 1),
+        closed: false,
+    });
+    h
+}
+
+#[test]
+fn resharded_history_passes() {
+    let r = check(&resharded());
+    assert!(r.ok(), "{}", r.summary(10));
+    assert_eq!(r.shards, 4);
+}
+
+#[test]
+fn hash_space_gap_and_overlap_are_caught() {
+    let mut h = resharded();
+    h.final_read[3].hash_range = range(HALF / 2 + 1, HALF - 1);
+    let v = only(&h);
+    assert!(
+        v.iter().any(|x| matches!(x, Violation::HashSpace { .. }))
+            && v.iter()
+                .any(|x| matches!(x, Violation::ParentNotCovered { .. })),
+        "{v:?}"
+    );
+    let mut h = resharded();
+    h.final_read[3].hash_range = range(HALF / 2 - 5, HALF - 1);
+    let v = only(&h);
+    assert!(
+        matches!(&v[..], [Violation::HashSpace { .. }]),
+        "overlap: {v:?}"
+    );
+    // The parent left open as well: it overlaps its children.
+    let mut h = resharded();
+    h.final_read[0].closed = false;
+    let v = only(&h);
+    assert!(v.iter().any(|x| matches!(x, Violation::HashSpace { .. })));
+}
+
+#[test]
+fn closed_parent_without_children_is_caught() {
+    let mut h = resharded();
+    h.final_read.truncate(2);
+    // S0 closed, nothing covers the lower half: a gap and an uncovered parent.
+    let v = only(&h);
+    assert!(v
+        .iter()
+        .any(|x| matches!(x, Violation::ParentNotCovered { parent, .. } if parent == S0)));
+    assert!(v.iter().any(|x| matches!(x, Violation::HashSpace { .. })));
+}
+
+#[test]
+fn key_order_is_checked_from_parent_to_child() {
+    let mut h = resharded();
+    // The child holds an older counter of key "a" than its parent's last one.
+    h.attempts.last_mut().unwrap().key_counter = 1;
+    h.final_read[2].records[0].key_counter = 1;
+    let v = only(&h);
+    assert!(
+        matches!(&v[..], [Violation::KeyOrder { shard_id, .. }] if shard_id == S2),
+        "{v:?}"
+    );
 }

@@ -12,6 +12,8 @@
 //!   with nftables; [`nemesis`] runs seeded fault schedules (kill, pause, partitions, restart)
 //!   and measures failover and unavailability.
 //! * [`eventstream`] reads SubscribeToShard event streams (enhanced fan-out).
+//! * [`resharder`] resizes a stream (UpdateShardCount, SplitShard, MergeShards) while the
+//!   nemesis runs, checking the lineage after every step.
 //! * [`bad_input`] holds the malformed-request checks shared by the cluster and emulator tests.
 
 pub mod bad_input;
@@ -21,6 +23,7 @@ pub mod harness;
 pub mod history;
 pub mod nemesis;
 pub mod netns;
+pub mod resharder;
 pub mod retry;
 pub mod types;
 pub mod workload;

@@ -15,6 +15,10 @@
 //! a majority/minority split, a bridge node. One fault at a time; every fault is healed before
 //! the next starts.
 //!
+//! With [`ChaosOpts::reshard`], the [`crate::resharder`] resizes the stream (UpdateShardCount
+//! up and down, SplitShard + MergeShards) the whole time, concurrently with the faults; before
+//! every step the nemesis re-reads the open shards (targets and probes follow the resharding).
+//!
 //! Not done (documented in docs/reliability.md): disk loss (a wiped node cannot rejoin yet),
 //! clock jumps (no libfaketime here), latency/loss (no `sch_netem` in this kernel).
 
@@ -30,6 +34,7 @@ use crate::client::KinesisClient;
 use crate::harness::{Cluster, ClusterOpts};
 use crate::history::{check, Outcome, ProducerAttempt};
 use crate::netns::{self, NetLab};
+use crate::resharder::{run_resharder, settle_after_heal, ReshardOpts};
 use crate::workload::{encode_payload, final_read, Recorder, Workload, WorkloadOpts};
 
 /// One kind of fault.
@@ -59,9 +64,6 @@ pub enum FaultKind {
     MajoritySplit,
     /// Two halves that only talk through one bridge node.
     Bridge,
-    // TODO(resharding): `Reshard` — issue UpdateShardCount / SplitShard on the control-plane
-    // leader while another fault holds (F13, F15). The final read already reads parents before
-    // children and the checker already checks lineage; add the step here once resharding lands.
 }
 
 impl FaultKind {
@@ -241,9 +243,13 @@ impl<'a> Nemesis<'a> {
     }
 
     /// Hold a fault for `hold` while one probe per shard writes through the nodes not in
-    /// `exclude` (1 s timeouts, one record in flight per shard, retried until acknowledged):
-    /// the ack times give failover and unavailability independent of where the writers happen
-    /// to be stuck. Every probe attempt goes into the history. Fills `ev.probe_acks`.
+    /// `exclude`: a new single-record `PutRecord` every 200 ms (round-robin over the nodes, 1 s
+    /// timeouts, at most 8 in flight per shard, each its own payload and partition key with
+    /// `ExplicitHashKey` = the shard's start, so no retry and no per-key order is involved).
+    /// Because a fresh request starts every 200 ms whether or not earlier ones still hang on a
+    /// dead or cut-off leader, the ack times give failover and unavailability to within ~200 ms,
+    /// independent of client timeouts and of where the writers happen to be stuck. Every probe
+    /// attempt goes into the history. Fills `ev.probe_acks`.
     async fn hold_probing(&self, ev: &mut FaultEvent, exclude: &[usize], hold: Duration) {
         let eps: Vec<KinesisClient> = (0..self.cluster.len())
             .filter(|i| !exclude.contains(i))
@@ -260,54 +266,56 @@ impl<'a> Nemesis<'a> {
             let (stream, shard, hash) = (self.stream.clone(), shard.clone(), hash.clone());
             let key = format!("probe-{}-{si}", ev.step);
             tasks.push(tokio::spawn(async move {
-                let mut acks = Vec::new();
-                let mut errors: BTreeMap<String, usize> = BTreeMap::new();
-                let mut counter = 0u64;
-                let mut attempt = 0u32;
+                let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
+                let errors = Arc::new(std::sync::Mutex::new(BTreeMap::<String, usize>::new()));
+                let mut inflight = tokio::task::JoinSet::new();
                 let mut n = 0usize;
-                // Bounded: stops at the heal (the caller sets `stop`), at most 10,000 tries.
+                // Bounded: stops at the heal (the caller sets `stop`), at most 10,000 requests.
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 10_000 {
-                    n += 1;
-                    attempt += 1;
-                    let id = format!("{key}-{counter}");
-                    let data = encode_payload(&id, &key, counter, 0);
-                    let c = &eps[n % eps.len()];
-                    let started = rec.now_ms();
-                    let res = c.put_record(&stream, &key, &data, Some(&hash)).await;
-                    let at = rec.now_ms();
-                    let outcome = match &res {
-                        Ok(a) => Outcome::Ok {
-                            shard_id: a.shard_id.clone(),
-                            seq: a.sequence_number.clone(),
-                        },
-                        Err(e) if e.outcome_unknown() => Outcome::Unknown(e.to_string()),
-                        Err(e) => Outcome::Failed(e.to_string()),
-                    };
-                    rec.attempt(ProducerAttempt {
-                        payload_id: id,
-                        partition_key: key.clone(),
-                        key_counter: counter,
-                        attempt,
-                        started_ms: started,
-                        at_ms: at,
-                        outcome,
-                    });
-                    match res {
-                        Ok(a) => {
-                            if a.shard_id != shard {
-                                eprintln!("nemesis: probe for {shard} landed in {}", a.shard_id);
+                    while inflight.try_join_next().is_some() {}
+                    if inflight.len() < 8 {
+                        n += 1;
+                        let c = eps[n % eps.len()].clone();
+                        let (rec, acks, errors) = (rec.clone(), acks.clone(), errors.clone());
+                        let (stream, hash) = (stream.clone(), hash.clone());
+                        let id = format!("{key}-{n}");
+                        inflight.spawn(async move {
+                            let data = encode_payload(&id, &id, 0, 0);
+                            let started = rec.now_ms();
+                            let res = c.put_record(&stream, &id, &data, Some(&hash)).await;
+                            let at = rec.now_ms();
+                            let outcome = match &res {
+                                Ok(a) => Outcome::Ok {
+                                    shard_id: a.shard_id.clone(),
+                                    seq: a.sequence_number.clone(),
+                                },
+                                Err(e) if e.outcome_unknown() => Outcome::Unknown(e.to_string()),
+                                Err(e) => Outcome::Failed(e.to_string()),
+                            };
+                            rec.attempt(ProducerAttempt {
+                                payload_id: id.clone(),
+                                partition_key: id,
+                                key_counter: 0,
+                                attempt: 1,
+                                started_ms: started,
+                                at_ms: at,
+                                outcome,
+                            });
+                            match res {
+                                Ok(_) => acks.lock().unwrap().push(at),
+                                Err(e) => {
+                                    *errors.lock().unwrap().entry(e.kind.clone()).or_default() += 1
+                                }
                             }
-                            acks.push(at);
-                            counter += 1;
-                            attempt = 0;
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => {
-                            *errors.entry(e.kind.clone()).or_default() += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
+                        });
                     }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
+                // Requests still in flight at the heal are abandoned (recorded if they finish).
+                inflight.detach_all();
+                let mut acks = acks.lock().unwrap().clone();
+                acks.sort_unstable();
+                let errors = errors.lock().unwrap().clone();
                 (shard, acks, errors)
             }));
         }
@@ -324,6 +332,37 @@ impl<'a> Nemesis<'a> {
         }
         if !notes.is_empty() {
             ev.note = format!("{} {}", ev.note, notes.join("; "));
+        }
+    }
+
+    /// Re-read the open shards (they change while the resharder runs): the targets of shard
+    /// faults and the probes follow. Keeps the old list if no node answers.
+    pub async fn refresh_shards(&mut self) {
+        for i in 0..self.cluster.len() {
+            let c = KinesisClient::with_timeout(&self.cluster.api_url(i), Duration::from_secs(3));
+            let Ok(shards) = c.list_shards(&self.stream).await else {
+                continue;
+            };
+            let open: Vec<_> = shards
+                .into_iter()
+                .filter(|s| s.sequence_number_range.ending_sequence_number.is_none())
+                .collect();
+            if open.is_empty() {
+                continue;
+            }
+            self.shard_ids = open.iter().map(|s| s.shard_id.clone()).collect();
+            if !self.probe_keys.is_empty() {
+                self.probe_keys = open
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.shard_id.clone(),
+                            s.hash_key_range.starting_hash_key.clone(),
+                        )
+                    })
+                    .collect();
+            }
+            return;
         }
     }
 
@@ -540,6 +579,7 @@ impl<'a> Nemesis<'a> {
             self.cluster.net().is_some()
         );
         for (i, s) in sched.steps.iter().enumerate() {
+            self.refresh_shards().await;
             let ev = self
                 .run_step(i, s)
                 .await
@@ -626,7 +666,14 @@ fn max_gap(start: u64, end: u64, acks: &[u64]) -> u64 {
 }
 
 /// Failover times and unavailability windows for every event.
-pub fn analyze(events: &[FaultEvent], attempts: &[ProducerAttempt]) -> Vec<FaultStats> {
+///
+/// `closed`: shards closed by resharding; one without any ack after a fault's start was closed
+/// (not unavailable) and is left out of that fault's writer unavailability.
+pub fn analyze(
+    events: &[FaultEvent],
+    attempts: &[ProducerAttempt],
+    closed: &BTreeSet<String>,
+) -> Vec<FaultStats> {
     let acks = acks_by_shard(attempts);
     let mut out = Vec::new();
     for (i, ev) in events.iter().enumerate() {
@@ -637,7 +684,16 @@ pub fn analyze(events: &[FaultEvent], attempts: &[ProducerAttempt]) -> Vec<Fault
             .min(ev.end_ms + 10_000);
         let mut worst = (0u64, String::new());
         for (shard, v) in &acks {
-            let mut t = ev.start_ms;
+            // A shard created during the window (resharding) is measured from its first ack.
+            let existed = v.iter().any(|(_, at)| *at <= ev.start_ms);
+            let mut t = if existed {
+                ev.start_ms
+            } else {
+                v.iter()
+                    .map(|(_, at)| *at)
+                    .find(|at| *at > ev.start_ms)
+                    .unwrap_or(ev.start_ms)
+            };
             let mut gap = 0u64;
             let mut any = false;
             // Gaps between acks from the fault's start, up to the first ack past the horizon.
@@ -650,6 +706,9 @@ pub fn analyze(events: &[FaultEvent], attempts: &[ProducerAttempt]) -> Vec<Fault
                 }
             }
             if !any {
+                if closed.contains(shard) {
+                    continue;
+                }
                 gap = horizon.saturating_sub(ev.start_ms);
             }
             if gap > worst.0 {
@@ -669,12 +728,24 @@ pub fn analyze(events: &[FaultEvent], attempts: &[ProducerAttempt]) -> Vec<Fault
                 | FaultKind::IsolateLeader
                 | FaultKind::MajoritySplit
         );
+        // The first ack on the shard, or of its probe (which follows the shard's hash key
+        // into a child if the shard is split meanwhile).
         let failover_ms = ev.shard.as_ref().filter(|_| leader_fault).and_then(|s| {
-            acks.get(s)?
-                .iter()
-                .filter(|(started, _)| *started >= ev.start_ms)
-                .map(|(_, at)| at - ev.start_ms)
-                .min()
+            let on_shard = acks.get(s).and_then(|v| {
+                v.iter()
+                    .filter(|(started, _)| *started >= ev.start_ms)
+                    .map(|(_, at)| at - ev.start_ms)
+                    .min()
+            });
+            let probe = ev
+                .probe_acks
+                .get(s)
+                .and_then(|v| v.iter().filter(|&&a| a > ev.start_ms).min())
+                .map(|a| a - ev.start_ms);
+            match (on_shard, probe) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
         });
         out.push(FaultStats {
             kind: ev.kind,
@@ -751,6 +822,10 @@ pub struct ChaosOpts {
     pub writers: usize,
     /// Fault kinds left out of the schedule.
     pub exclude: Vec<FaultKind>,
+    /// Run the [`crate::resharder`] concurrently with the faults ...
+    pub reshard: bool,
+    /// ... with a pause drawn from this range (ms) between its operations.
+    pub reshard_gap_ms: (u64, u64),
 }
 
 /// What a chaos run measured.
@@ -761,6 +836,9 @@ pub struct ChaosResult {
     pub attempts: usize,
     pub stats: Vec<FaultStats>,
     pub table: String,
+    /// Resharding operations completed (ACTIVE again, lineage checked) and attempted.
+    pub reshards_done: usize,
+    pub reshards: usize,
 }
 
 /// Start a cluster (in a [`NetLab`] when available), run the workload under a seeded schedule,
@@ -814,15 +892,57 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
     };
     let mut wl = Workload::start(&wopts, &cluster.clients(), &shard_ids);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let t_run = Instant::now();
+    let reshard_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let short_eps: Vec<KinesisClient> = (0..cluster.len())
+        .map(|i| KinesisClient::with_timeout(&cluster.api_url(i), Duration::from_secs(5)))
+        .collect();
+    let resharder = o.reshard.then(|| {
+        tokio::spawn(run_resharder(
+            short_eps.clone(),
+            ReshardOpts {
+                stream: o.stream.clone(),
+                base: o.shards,
+                seed: o.seed,
+                gap_ms: o.reshard_gap_ms,
+                op_timeout: Duration::from_secs(60),
+            },
+            wl.recorder.clone(),
+            wl.tailers(),
+            reshard_stop.clone(),
+        ))
+    });
     let events = {
         let mut nem = Nemesis::new(cluster, &o.stream, &shard_ids, wl.recorder.clone())
             .with_probes(probe_keys);
         let run = nem.run(&sched).await;
         let healed = nem.heal_all().await;
+        reshard_stop.store(true, std::sync::atomic::Ordering::Relaxed);
         run?;
         healed?;
         nem.events
     };
+    let mut reshards = Vec::new();
+    if let Some(h) = resharder {
+        reshards = h.await.context("resharder task")??;
+        let open = settle_after_heal(
+            &short_eps,
+            &o.stream,
+            &wl.tailers(),
+            Duration::from_secs(90),
+        )
+        .await
+        .context("stream after resharding and healing")?;
+        let done = reshards.iter().filter(|r| r.done()).count();
+        eprintln!(
+            "resharding: {done} of {} operations completed under faults; {open} open shards",
+            reshards.len()
+        );
+        for r in reshards.iter().filter(|r| !r.done()) {
+            eprintln!("  unfinished: {} at {} ms: {}", r.op, r.started_ms, r.note);
+        }
+        ensure!(done > 0, "no resharding operation completed: {reshards:?}");
+    }
     let healed_at = wl.recorder.now_ms();
     // L3: writes succeed again after the heal; keep writing a little to see it.
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -869,7 +989,13 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
         serde_json::to_writer(std::io::BufWriter::new(f), &history)?;
         eprintln!("history written to {path}");
     }
-    let stats = analyze(&events, &attempts);
+    let closed: BTreeSet<String> = history
+        .final_read
+        .iter()
+        .filter(|s| s.closed)
+        .map(|s| s.shard_id.clone())
+        .collect();
+    let stats = analyze(&events, &attempts, &closed);
     for s in &stats {
         eprintln!(
             "fault [{:3}] {:>20}: failover {:>6} ms, unavailability probes {:>6} ms, writers \
@@ -886,6 +1012,42 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
     eprintln!("seed {}; per fault kind:\n{table}", o.seed);
     let report = check(&history);
     eprintln!("history: {}", report.summary(20));
+    let count = |f: fn(&crate::history::Violation) -> bool| {
+        report.violations.iter().filter(|v| f(v)).count()
+    };
+    use crate::history::Violation as V;
+    let mut per_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &events {
+        *per_kind.entry(e.kind.name()).or_default() += 1;
+    }
+    eprintln!(
+        "chaos summary: seed {}, {} faults in {:?} {per_kind:?}; resharding {} of {} done; \
+         shards read {}; acked payloads {}, lost {}, wrong position {}, vanished {}, \
+         duplicates explained {} unexplained {}, order violations {}, lineage violations {}",
+        o.seed,
+        events.len(),
+        t_run.elapsed(),
+        reshards.iter().filter(|r| r.done()).count(),
+        reshards.len(),
+        report.shards,
+        report.acked,
+        count(|v| matches!(v, V::LostAck { .. })),
+        count(|v| matches!(v, V::WrongAckPosition { .. })),
+        count(|v| matches!(v, V::VanishedRead { .. })),
+        report.duplicates_explained,
+        count(|v| matches!(v, V::Duplicate { .. })),
+        count(|v| matches!(
+            v,
+            V::KeyOrder { .. } | V::NonIncreasingSeq { .. } | V::ReaderWentBackwards { .. }
+        )),
+        count(|v| matches!(
+            v,
+            V::ChildBeforeParent { .. }
+                | V::UnknownParent { .. }
+                | V::HashSpace { .. }
+                | V::ParentNotCovered { .. }
+        )),
+    );
     ensure!(report.ok(), "history violations:\n{}", report.summary(50));
 
     Ok(ChaosResult {
@@ -894,6 +1056,8 @@ async fn chaos_on(cluster: &mut Cluster, o: &ChaosOpts) -> Result<ChaosResult> {
         attempts: attempts.len(),
         stats,
         table,
+        reshards_done: reshards.iter().filter(|r| r.done()).count(),
+        reshards: reshards.len(),
     })
 }
 
@@ -1071,8 +1235,14 @@ mod tests {
             .into_iter()
             .collect(),
         };
-        let st = analyze(&[ev], &attempts);
+        let mut no_probe = ev.clone();
+        no_probe.probe_acks.clear();
+        // Without probes: the first writer ack of a request sent after the start.
+        let st = analyze(&[no_probe], &attempts, &BTreeSet::new());
         assert_eq!(st[0].failover_ms, Some(2_200));
+        let st = analyze(&[ev], &attempts, &BTreeSet::new());
+        // The probe of s0 acked at 1700, before any writer request sent after the start.
+        assert_eq!(st[0].failover_ms, Some(700));
         // s0: 1000 -> 3000 is the longest gap; s1's last ack at 1300 leaves 1300 -> (none).
         assert_eq!(st[0].worst_shard, "s0");
         assert_eq!(st[0].writer_unavail_ms, 2_000);
@@ -1080,7 +1250,7 @@ mod tests {
         assert_eq!(st[0].probe_unavail_ms, 900);
         let t = summarize(&st);
         assert!(
-            t.contains("kill-shard-leader | 1 | 2200 / 2200 / 2200 | 900 / 900 / 900"),
+            t.contains("kill-shard-leader | 1 | 700 / 700 / 700 | 900 / 900 / 900"),
             "{t}"
         );
     }

@@ -396,6 +396,11 @@ pub async fn final_read(c: &KinesisClient, stream: &str) -> Result<Vec<ShardRead
                 .cloned()
                 .collect(),
             records: Vec::new(),
+            hash_range: Some((
+                s.hash_key_range.starting_hash_key.clone(),
+                s.hash_key_range.ending_hash_key.clone(),
+            )),
+            closed: s.sequence_number_range.ending_sequence_number.is_some(),
         };
         let mut it: Option<String> = None;
         loop {
@@ -452,9 +457,54 @@ pub struct WorkloadOpts {
 pub struct Workload {
     pub recorder: Arc<Recorder>,
     stop_writers: Arc<AtomicBool>,
-    stop_readers: Arc<AtomicBool>,
     writers: Vec<JoinHandle<WriterStats>>,
-    readers: Vec<JoinHandle<usize>>,
+    tailers: Tailers,
+}
+
+/// A cloneable handle that starts tailing readers (one per shard, at most once per shard):
+/// the resharder starts one on every new child shard.
+#[derive(Clone)]
+pub struct Tailers {
+    stream: String,
+    endpoints: Vec<KinesisClient>,
+    recorder: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+    running: Arc<Mutex<Vec<Tailer>>>,
+}
+
+/// A running tailing reader: its shard and its task (returns how many records it saw).
+type Tailer = (String, JoinHandle<usize>);
+
+impl Tailers {
+    /// Start tailing `shard_id` from TRIM_HORIZON unless a reader already tails it (or has).
+    pub fn tail(&self, shard_id: &str) {
+        let mut running = self.running.lock().unwrap();
+        if self.stop.load(Ordering::Relaxed) || running.iter().any(|(s, _)| s == shard_id) {
+            return;
+        }
+        let mut eps = self.endpoints.clone();
+        let n = eps.len().max(1);
+        eps.rotate_left(running.len() % n);
+        let h = tokio::spawn(run_tailer(
+            format!("tail-{shard_id}"),
+            self.stream.clone(),
+            shard_id.to_string(),
+            eps,
+            self.recorder.clone(),
+            self.stop.clone(),
+        ));
+        running.push((shard_id.to_string(), h));
+    }
+
+    /// How many shards have (had) a reader.
+    pub fn len(&self) -> usize {
+        self.running.lock().unwrap().len()
+    }
+
+    /// True before any reader was started.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Workload {
@@ -462,7 +512,6 @@ impl Workload {
     pub fn start(opts: &WorkloadOpts, endpoints: &[KinesisClient], shard_ids: &[String]) -> Self {
         let recorder = Arc::new(Recorder::default());
         let stop_writers = Arc::new(AtomicBool::new(false));
-        let stop_readers = Arc::new(AtomicBool::new(false));
         let writers = (0..opts.writers)
             .map(|w| {
                 let o = WriterOpts {
@@ -479,30 +528,27 @@ impl Workload {
                 tokio::spawn(run_writer(o, recorder.clone(), stop_writers.clone()))
             })
             .collect();
-        let readers = shard_ids
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mut eps = endpoints.to_vec();
-                let n = eps.len().max(1);
-                eps.rotate_left(i % n);
-                tokio::spawn(run_tailer(
-                    format!("tail-{s}"),
-                    opts.stream.clone(),
-                    s.clone(),
-                    eps,
-                    recorder.clone(),
-                    stop_readers.clone(),
-                ))
-            })
-            .collect();
+        let tailers = Tailers {
+            stream: opts.stream.clone(),
+            endpoints: endpoints.to_vec(),
+            recorder: recorder.clone(),
+            stop: Arc::new(AtomicBool::new(false)),
+            running: Arc::new(Mutex::new(Vec::new())),
+        };
+        for s in shard_ids {
+            tailers.tail(s);
+        }
         Workload {
             recorder,
             stop_writers,
-            stop_readers,
             writers,
-            readers,
+            tailers,
         }
+    }
+
+    /// The handle that starts readers on new shards.
+    pub fn tailers(&self) -> Tailers {
+        self.tailers.clone()
     }
 
     /// Total acknowledged records so far, per shard.
@@ -541,9 +587,10 @@ impl Workload {
 
     /// Stop the tailing readers and return how many records each saw.
     pub async fn stop_readers(&mut self) -> Result<Vec<usize>> {
-        self.stop_readers.store(true, Ordering::Relaxed);
+        self.tailers.stop.store(true, Ordering::Relaxed);
+        let handles: Vec<_> = std::mem::take(&mut *self.tailers.running.lock().unwrap());
         let mut seen = Vec::new();
-        for h in self.readers.drain(..) {
+        for (_, h) in handles {
             seen.push(h.await?);
         }
         Ok(seen)
@@ -553,11 +600,11 @@ impl Workload {
 impl Drop for Workload {
     fn drop(&mut self) {
         self.stop_writers.store(true, Ordering::Relaxed);
-        self.stop_readers.store(true, Ordering::Relaxed);
+        self.tailers.stop.store(true, Ordering::Relaxed);
         for h in &self.writers {
             h.abort();
         }
-        for h in &self.readers {
+        for (_, h) in self.tailers.running.lock().unwrap().iter() {
             h.abort();
         }
     }

@@ -4,18 +4,17 @@
 //! history (0 lost, 0 vanished, strictly increasing sequence numbers, per-key order, no
 //! unexplained duplicates). Prints failover times and unavailability windows per fault kind.
 //!
-//! * `chaos_short` (CI, ~90 s): 11 faults, every kind once except `restart` (left out until the
-//!   SIGTERM duplicate bug is fixed, see tests/sigterm_duplicates.rs).
+//! * `chaos_short` (CI, ~3 min): 12 faults, every kind once (SIGTERM restarts included), with
+//!   the resharder (UpdateShardCount up and down, SplitShard, MergeShards) running the whole
+//!   time: lineage is checked after every resharding step and in the final read.
 //! * `chaos_long` runs only with `SPATE_CHAOS_LONG=1`: `SPATE_CHAOS_MINUTES` (default 30) of
-//!   faults, hundreds of them.
+//!   faults, hundreds of them, resharding throughout as well (one operation every 15–45 s).
 //!
 //! `SPATE_CHAOS_SEED=<n>` replays a schedule; `SPATE_NETNS=0` forces the loopback fallback.
 
 use std::time::Duration;
 
-use spate_cluster_tests::nemesis::{
-    chaos_scenario, lab_if_available, run_in_lab, ChaosOpts, FaultKind,
-};
+use spate_cluster_tests::nemesis::{chaos_scenario, lab_if_available, run_in_lab, ChaosOpts};
 
 fn seed(default: u64) -> u64 {
     std::env::var("SPATE_CHAOS_SEED")
@@ -40,8 +39,9 @@ fn run(o: ChaosOpts, limit: Duration) {
     });
     match res {
         Ok(Ok(r)) => eprintln!(
-            "chaos passed: {} faults, {} acked of {} attempts",
-            r.faults, r.acked, r.attempts
+            "chaos passed: {} faults, {} acked of {} attempts, {} of {} resharding operations \
+             completed\n{}",
+            r.faults, r.acked, r.attempts, r.reshards_done, r.reshards, r.table
         ),
         Ok(Err(e)) => panic!("chaos scenario failed (replay with SPATE_CHAOS_SEED): {e:#}"),
         Err(_) => panic!("chaos scenario took over {limit:?}"),
@@ -53,16 +53,16 @@ fn chaos_short() {
     run(
         ChaosOpts {
             seed: seed(7),
-            max_faults: 11,
-            budget: Duration::from_secs(110),
+            max_faults: 12,
+            budget: Duration::from_secs(120),
             stream: "chaos".into(),
             shards: 2,
             writers: 3,
-            // TODO: put `Restart` back once tests/sigterm_duplicates.rs passes (server bug:
-            // SIGTERM of a shard leader duplicates records); the long schedule keeps it.
-            exclude: vec![FaultKind::Restart],
+            exclude: Vec::new(),
+            reshard: true,
+            reshard_gap_ms: (1_000, 4_000),
         },
-        Duration::from_secs(300),
+        Duration::from_secs(480),
     );
 }
 
@@ -91,6 +91,10 @@ fn chaos_long() {
             shards: 2,
             writers: 3,
             exclude: Vec::new(),
+            reshard: true,
+            // Every closed shard keeps its Raft group until retention expires it; one operation
+            // every ~30 s keeps a 30-minute run near a hundred shards instead of ~700.
+            reshard_gap_ms: (15_000, 45_000),
         },
         Duration::from_secs(minutes * 60 * 2 + 600),
     );
