@@ -34,7 +34,7 @@ const TAG_PURGED: u8 = 3;
 /// Most bytes (encoded size) of cached entries per group.
 const CACHE_GROUP_BYTES: usize = 2 << 20;
 /// Most bytes of cached entries per node (all groups of one [`Flusher`]).
-const CACHE_NODE_BYTES: usize = 16 << 20;
+const CACHE_NODE_BYTES: usize = 8 << 20;
 
 /// The newest entries of one group, contiguous by index, with their encoded sizes.
 struct EntryCache<E> {
