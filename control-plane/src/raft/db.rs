@@ -7,6 +7,9 @@
 //! | `meta_sm` | fixed keys | metadata state machine image |
 //! | `shard_data` | group · kind · … | records and the arrival-time index of shard groups |
 //! | `shard_state` | group (8 B BE) | shard state machine header |
+//!
+//! `raft_log` and `shard_data` keep values of 256 bytes or more in blob files (key-value
+//! separation), so compaction does not rewrite record payloads.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +30,11 @@ const ALL_CFS: [&str; 5] = [
     CF_SHARD_STATE,
 ];
 
+/// Column families whose large values live in blob files.
+const BLOB_CFS: [&str; 2] = [CF_RAFT_LOG, CF_SHARD_DATA];
+/// Values at least this large go to blob files in [`BLOB_CFS`].
+const MIN_BLOB_BYTES: u64 = 256;
+
 /// Opens (creating if needed) the node's database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     let mut opts = Options::default();
@@ -38,11 +46,30 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     // Bound memory: a few MiB of write buffer per column family.
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_write_buffer_number(2);
+    // Shard state machines write without the WAL (the Raft log is their durable copy, see
+    // `spate_node::shard::store`); flushing all column families together keeps a state
+    // header from ever reaching disk ahead of the records it covers.
+    opts.set_atomic_flush(true);
     let cfs = ALL_CFS.iter().map(|name| {
         let mut cf_opts = Options::default();
         cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         cf_opts.set_write_buffer_size(16 << 20);
         cf_opts.set_max_write_buffer_number(2);
+        if BLOB_CFS.contains(name) {
+            // Key-value separation: record payloads and log entries go to blob files when
+            // the memtable is flushed and are not rewritten by compaction (which then only
+            // moves small keys and blob references). Payloads are stored uncompressed: they
+            // are usually already compressed or random, and LZ4 on them costs CPU for no gain.
+            cf_opts.set_enable_blob_files(true);
+            cf_opts.set_min_blob_size(MIN_BLOB_BYTES);
+            cf_opts.set_blob_compression_type(rocksdb::DBCompressionType::None);
+            // No blob garbage collection: it relocates every live blob of the oldest files
+            // on each compaction that touches them, rewriting payloads after all. Records
+            // leave oldest first (retention) and group removal drops a whole key range, so a
+            // blob file becomes obsolete — and is deleted — once compaction has dropped the
+            // keys that point into it.
+            cf_opts.set_enable_blob_gc(false);
+        }
         ColumnFamilyDescriptor::new(*name, cf_opts)
     });
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))

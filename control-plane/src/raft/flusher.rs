@@ -2,6 +2,7 @@
 //! durability callbacks queue here, and one thread makes them durable with a single
 //! `fsync` of the WAL per round, however many groups and entries the round covers.
 
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 use std::sync::{Arc, Weak};
 
@@ -10,10 +11,12 @@ use rocksdb::DB;
 /// Something to run once everything written before it is durable.
 pub type Durable = Box<dyn FnOnce(std::io::Result<()>) + Send>;
 
-/// Handle to the flusher thread.
+/// Handle to the flusher thread. It also carries the node-wide byte count of the log
+/// stores' entry caches (one budget per node, shared by every group).
 #[derive(Clone)]
 pub struct Flusher {
     tx: mpsc::SyncSender<Durable>,
+    cache_bytes: Arc<AtomicUsize>,
 }
 
 impl Flusher {
@@ -28,7 +31,15 @@ impl Flusher {
             .spawn(move || run(db, rx))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!(error = %e, "cannot start the WAL flusher thread"));
-        Self { tx }
+        Self {
+            tx,
+            cache_bytes: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The node-wide count of bytes held by log entry caches.
+    pub fn cache_bytes(&self) -> Arc<AtomicUsize> {
+        self.cache_bytes.clone()
     }
 
     /// Runs `done` after the next WAL sync that follows this call.

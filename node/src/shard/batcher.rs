@@ -83,7 +83,7 @@ async fn propose(raft: ShardRaft, jobs: Vec<PutJob>, records_n: usize) {
     }
     let cmd = ShardCommand::Append {
         arrival_ms: now_ms(),
-        records,
+        records: records.into(),
     };
     let outcome = match raft.client_write(cmd).await {
         Ok(resp) => match resp.data {
