@@ -38,9 +38,9 @@ pub struct RaftTuning {
 impl Default for RaftTuning {
     fn default() -> Self {
         Self {
-            heartbeat_ms: 250,
-            election_min_ms: 1000,
-            election_max_ms: 1500,
+            heartbeat_ms: 200,
+            election_min_ms: 600,
+            election_max_ms: 900,
             snapshot_logs: 1_000,
         }
     }
