@@ -8,7 +8,9 @@
 //! the control-plane membership (the learner was promoted in its place). Every acknowledged
 //! record is read back identically through the three remaining nodes with a clean history,
 //! every shard's replicas agree (members, applied index, next ordinal), and after SIGKILLing
-//! one remaining node every shard still takes writes.
+//! one remaining node every shard still takes writes. The second test runs the same scenario
+//! with X SIGKILLed before the decommission (the replace path for a node whose disk is lost):
+//! its replicas are rebuilt from the survivors' logs.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -27,13 +29,25 @@ const NEW_ID: u64 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn decommission_moves_every_replica_off_a_node() {
+    run(false).await
+}
+
+/// The replace path for a node whose disk is lost: the node is SIGKILLed (and stays down)
+/// before its id is decommissioned; its replicas are rebuilt on the other nodes from the
+/// surviving replicas' logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decommission_rebuilds_the_replicas_of_a_dead_node() {
+    run(true).await
+}
+
+async fn run(dead: bool) {
     let mut cluster = Cluster::start(ClusterOpts::default())
         .await
         .unwrap_or_else(|e| panic!("cluster start: {e:#}"));
     let mut joiner = None;
     let res = tokio::time::timeout(
         Duration::from_secs(240),
-        scenario(&mut cluster, &mut joiner),
+        scenario(&mut cluster, &mut joiner, dead),
     )
     .await;
     let fail = |msg: String, joiner: &Option<Joiner>| {
@@ -208,7 +222,11 @@ async fn replicas_by_node(
     Ok(out)
 }
 
-async fn scenario(cluster: &mut Cluster, joiner_slot: &mut Option<Joiner>) -> Result<()> {
+async fn scenario(
+    cluster: &mut Cluster,
+    joiner_slot: &mut Option<Joiner>,
+    dead: bool,
+) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
@@ -274,6 +292,9 @@ async fn scenario(cluster: &mut Cluster, joiner_slot: &mut Option<Joiner>) -> Re
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    if dead {
+        cluster.kill(x)?;
+    }
     // Unknown node: 404.
     let url = format!("{}/v1/decommission?node=99", cluster.admin_url(others[0]));
     let code = http.post(&url).send().await?.status().as_u16();
@@ -307,7 +328,11 @@ async fn scenario(cluster: &mut Cluster, joiner_slot: &mut Option<Joiner>) -> Re
     // X hosts nothing and leaves the control plane; node 3 is promoted to voter.
     let t = Instant::now();
     loop {
-        let hosted = cluster.shards(x).await?;
+        let hosted = if dead {
+            Vec::new()
+        } else {
+            cluster.shards(x).await?
+        };
         let (_, st) = get_json(&http, &status_url).await?;
         let (_, nodes) =
             get_json(&http, &format!("{}/v1/nodes", cluster.admin_url(others[0]))).await?;
