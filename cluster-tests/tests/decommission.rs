@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use spate_cluster_tests::client::KinesisClient;
 use spate_cluster_tests::harness::{spate_bin, Cluster, ClusterOpts, ShardReplica};
-use spate_cluster_tests::history::check;
+use spate_cluster_tests::history::{check, Outcome};
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const STREAM: &str = "decom";
@@ -300,6 +300,7 @@ async fn scenario(
     let code = http.post(&url).send().await?.status().as_u16();
     ensure!(code == 404, "decommission of an unknown node: {code}");
 
+    let decommission_ms = wl.recorder.now_ms();
     let url = format!("{}/v1/decommission?node={x}", cluster.admin_url(others[0]));
     let resp = http.post(&url).send().await?;
     let code = resp.status().as_u16();
@@ -360,6 +361,17 @@ async fn scenario(
     eprintln!("writers: acked {acked}, given up {given_up}; tailers saw {seen:?}");
     ensure!(given_up == 0, "puts given up: {stats:?}");
     ensure!(acked == 3_000, "acked {acked} of 3000");
+    let after = wl
+        .recorder
+        .attempts()
+        .iter()
+        .filter(|a| a.started_ms > decommission_ms && matches!(a.outcome, Outcome::Ok { .. }))
+        .count();
+    eprintln!("acknowledged puts started after the decommission request: {after}");
+    ensure!(
+        after > 0,
+        "no write acknowledged after the decommission began"
+    );
     let mut reads = Vec::new();
     for c in &clients {
         reads.push(final_read(c, STREAM).await?);
