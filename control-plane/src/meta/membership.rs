@@ -12,12 +12,21 @@
 //!   snapshots). Voters stay the initial `cluster.peers`; learners never count in a quorum, so
 //!   adding or losing one never costs the control plane its majority.
 //!
-//! A registered node is eligible for the replicas of new shards (`MetaState::place`).
+//! * [`run_learners`] also removes a decommissioned node (`MoveCommand::Decommission`) from
+//!   the metadata group once it holds no shard replica: a learner is simply removed; a voter
+//!   is removed only when another registered learner can be promoted in its place first, so
+//!   the number of voters (and the quorum's fault tolerance) does not drop. A decommissioning
+//!   node is never (re-)added as a learner.
+//!
+//! A registered node is eligible for the replicas of new shards (`MetaState::place`) unless
+//! it is decommissioning.
 
 use std::time::Duration;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::BasicNode;
+use std::collections::BTreeSet;
+
+use openraft::{BasicNode, ChangeMembers};
 use tokio::sync::watch;
 
 use super::handle::MetaHandle;
@@ -79,6 +88,7 @@ pub async fn run_learners(meta: MetaHandle, mut stop: watch::Receiver<bool>) {
     loop {
         if meta.raft().is_leader() {
             add_missing_learners(&meta).await;
+            remove_decommissioned(&meta).await;
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY) => {}
@@ -92,6 +102,9 @@ async fn add_missing_learners(meta: &MetaHandle) {
     let m = meta.raft().metrics().borrow_watched().clone();
     let membership = m.membership_config.membership().clone();
     for node in view.state.nodes.values() {
+        if view.state.decommissioning.contains(&node.id) {
+            continue;
+        }
         let known = membership.get_node(&node.id);
         let is_voter = membership.voter_ids().any(|v| v == node.id);
         if is_voter || known.map(|n| n.addr.as_str()) == Some(node.peer_addr.as_str()) {
@@ -109,5 +122,60 @@ async fn add_missing_learners(meta: &MetaHandle) {
             ),
             Err(e) => tracing::warn!(node = node.id, error = %e, "add_learner"),
         }
+    }
+}
+
+/// Whether decommissioned `node` holds nothing any more (no replica, no move towards it).
+pub fn is_emptied(state: &super::state::MetaState, node: u64) -> bool {
+    state.replica_load().get(&node).copied().unwrap_or(0) == 0
+        && !state
+            .replica_moves
+            .values()
+            .any(|m| m.to == node || m.from == node)
+}
+
+async fn remove_decommissioned(meta: &MetaHandle) {
+    let view = meta.view();
+    let m = meta.raft().metrics().borrow_watched().clone();
+    let membership = m.membership_config.membership().clone();
+    if membership.get_joint_config().len() > 1 {
+        return;
+    }
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let learners: BTreeSet<u64> = membership.learner_ids().collect();
+    for node in &view.state.decommissioning {
+        if !is_emptied(&view.state, *node) {
+            continue;
+        }
+        let change = if learners.contains(node) {
+            ChangeMembers::RemoveNodes(BTreeSet::from([*node]))
+        } else if voters.contains(node) {
+            // Promote a live, registered learner in its place; without one, stay a voter.
+            let spare = learners.iter().copied().find(|l| {
+                !view.state.decommissioning.contains(l) && view.state.nodes.contains_key(l)
+            });
+            match spare {
+                Some(l) => {
+                    let mut next = voters.clone();
+                    next.remove(node);
+                    next.insert(l);
+                    ChangeMembers::ReplaceAllVoters(next)
+                }
+                None => {
+                    tracing::warn!(
+                        node,
+                        "decommissioned node stays a control-plane voter: no learner to promote"
+                    );
+                    continue;
+                }
+            }
+        } else {
+            continue;
+        };
+        match meta.raft().change_membership(change, false).await {
+            Ok(_) => tracing::info!(node, "removed a decommissioned node from the control plane"),
+            Err(e) => tracing::warn!(node, error = %e, "removing a decommissioned node"),
+        }
+        return;
     }
 }

@@ -8,12 +8,14 @@
 //! * [`handle`]: proposes commands through the current meta leader, from any node.
 //! * [`membership`]: node self-registration and non-voting members beyond the initial voters.
 //! * [`mode`]: capacity-mode switches (UpdateStreamMode) and their rolling 24 h limit.
+//! * [`moves`]: replica moves between nodes and node decommissioning.
 
 pub mod autoscale;
 pub mod consumers;
 pub mod handle;
 pub mod membership;
 pub mod mode;
+pub mod moves;
 pub mod reshard;
 pub mod settings;
 pub mod state;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::consumers::{ConsumerCommand, ConsumerMeta};
 use super::mode::{ModeCommand, ModeSwitches};
+use super::moves::{MoveCommand, ReplicaMove};
 use super::settings::{AccountSettings, SettingsChange, StreamSettings};
 
 /// Number of replicas of every shard group.
@@ -170,6 +171,12 @@ pub struct MetaState {
     pub epoch: u64,
     /// Account-wide settings.
     pub account: AccountSettings,
+    /// Replica moves in progress, by shard group (see `moves`).
+    pub replica_moves: BTreeMap<u64, ReplicaMove>,
+    /// Groups that have had a replica move: none of their replicas initialises them.
+    pub moved_groups: std::collections::BTreeSet<u64>,
+    /// Nodes being decommissioned: no new replicas, existing ones move away.
+    pub decommissioning: std::collections::BTreeSet<u64>,
 }
 
 /// Commands of the metadata group.
@@ -233,6 +240,8 @@ pub enum MetaCommand {
     Consumer(ConsumerCommand),
     /// UpdateStreamMode and its completion (see `mode`).
     StreamMode(ModeCommand),
+    /// Replica moves and node decommissioning (see `moves`).
+    Move(MoveCommand),
 }
 
 impl std::fmt::Display for MetaCommand {
@@ -270,6 +279,7 @@ impl std::fmt::Display for MetaCommand {
             MetaCommand::Settings { name, change } => write!(f, "Settings({name}, {change})"),
             MetaCommand::Consumer(c) => write!(f, "Consumer({c})"),
             MetaCommand::StreamMode(c) => write!(f, "StreamMode({c})"),
+            MetaCommand::Move(c) => write!(f, "Move({c})"),
         }
     }
 }
@@ -349,6 +359,7 @@ impl MetaState {
             },
             MetaCommand::DeleteStream { name } => {
                 if self.streams.remove(name).is_some() {
+                    self.prune_moves();
                     self.epoch += 1;
                     MetaResponse::Done
                 } else {
@@ -379,6 +390,7 @@ impl MetaState {
             MetaCommand::Settings { name, change } => self.apply_settings(name, change),
             MetaCommand::Consumer(cmd) => self.apply_consumer(cmd),
             MetaCommand::StreamMode(cmd) => self.apply_mode(cmd),
+            MetaCommand::Move(cmd) => self.apply_move(cmd),
         }
     }
 
@@ -469,6 +481,9 @@ impl MetaState {
     pub(crate) fn place(&self, group: u64, load: &mut BTreeMap<u64, usize>) -> Vec<u64> {
         let mut by_zone: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
         for n in self.nodes.values() {
+            if self.decommissioning.contains(&n.id) {
+                continue;
+            }
             by_zone.entry(n.zone.as_str()).or_default().push(n.id);
         }
         let rank = |id: &u64| {
@@ -495,7 +510,7 @@ impl MetaState {
                 .nodes
                 .keys()
                 .copied()
-                .filter(|id| !picks.contains(id))
+                .filter(|id| !picks.contains(id) && !self.decommissioning.contains(id))
                 .collect();
             rest.sort_by_key(rank);
             for id in rest {

@@ -6,6 +6,7 @@ pub mod autoscaler;
 pub mod controller;
 pub mod efo;
 pub mod forward;
+pub mod moves;
 mod records;
 mod reshard;
 pub mod router;

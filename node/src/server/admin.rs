@@ -3,7 +3,8 @@
 //! `/v1/shards` (this node's replicas: leader, members, applied progress), `/v1/nodes` (the
 //! node registry and control-plane membership) and `/v1/drain` (move leadership away before
 //! stopping: `POST` starts draining and answers 200 once this node leads no group, 503 while
-//! it still leads some; `GET` reports without starting).
+//! it still leads some; `GET` reports without starting) and `/v1/decommission` (move every
+//! replica off a node before removing it, see `decommission`).
 
 use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
@@ -78,6 +79,10 @@ pub async fn serve(
         .route("/v1/shards", get(shards))
         .route("/v1/nodes", get(nodes))
         .route("/v1/drain", post(drain).get(drain_status))
+        .route(
+            "/v1/decommission",
+            post(super::decommission::start).get(super::decommission::get),
+        )
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

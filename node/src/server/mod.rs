@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod decommission;
 pub mod dev;
 pub mod drain;
 pub mod node;

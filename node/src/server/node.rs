@@ -179,6 +179,10 @@ impl Node {
             shard_router.clone(),
             cfg.autoscale_params(),
         )));
+        tasks.push(tokio::spawn(crate::cluster::moves::run(
+            meta.clone(),
+            shards.clone(),
+        )));
         tasks.push(tokio::spawn(controller::retention(
             meta.clone(),
             shards.clone(),

@@ -1,7 +1,14 @@
 //! Follows the shard map (the metadata watch) and makes this node host exactly the shard
 //! groups placed on it: starts a Raft group for every new shard replica, initialising it
 //! with its placement (every replica proposes the same membership, so the group forms even
-//! when one replica is down), and tears down and deletes groups whose stream is gone.
+//! when one replica is down), and tears down and deletes groups whose stream is gone or
+//! whose replica moved away from this node.
+//!
+//! A replica that *joins* an existing group (the target of a replica move, see
+//! `meta::moves`) is started without `initialize`: it waits, empty, for the shard leader
+//! to add it as a learner and replay the log to it. Only the original replicas of a group
+//! that never had a move initialise it; any other `initialize` would propose a second,
+//! different first membership and fork the group.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -37,6 +44,8 @@ pub struct ShardManager {
 struct Placement {
     identity: ShardIdentity,
     members: BTreeMap<u64, BasicNode>,
+    /// An original replica of a group that never had a move: may `initialize` it.
+    initialize: bool,
 }
 
 impl ShardManager {
@@ -100,7 +109,11 @@ impl ShardManager {
         let mut out = HashMap::new();
         for stream in state.streams.values() {
             for shard in &stream.shards {
-                if !shard.replicas.contains(&self.node_id) {
+                let joining = state
+                    .replica_moves
+                    .get(&shard.group)
+                    .is_some_and(|m| m.to == self.node_id);
+                if !shard.replicas.contains(&self.node_id) && !joining {
                     continue;
                 }
                 let members = shard
@@ -122,7 +135,15 @@ impl ShardManager {
                     shard_index: shard.index,
                     create_secs: shard.create_secs,
                 };
-                out.insert(shard.group, Placement { identity, members });
+                let initialize = state.may_initialize(shard.group, self.node_id);
+                out.insert(
+                    shard.group,
+                    Placement {
+                        identity,
+                        members,
+                        initialize,
+                    },
+                );
             }
         }
         out
@@ -181,7 +202,7 @@ impl ShardManager {
         let network = GroupNetworkFactory::<ShardTypeConfig>::new(self.peers.clone(), group);
         let raft = openraft::Raft::new(self.node_id, config, network, log, store.clone()).await?;
         self.registry.insert(group, RaftEndpoint::new(raft.clone()));
-        if !raft.is_initialized().await? {
+        if placement.initialize && !raft.is_initialized().await? {
             if let Err(e) = raft.initialize(placement.members.clone()).await {
                 tracing::debug!(group, error = %e, "initialize (another replica may have done it)");
             }

@@ -1,0 +1,455 @@
+//! Decommissioning a node (scale in) under a write load: 3 voters (zones az-a..az-c) and a
+//! 4th node that joined as a learner (az-d, as in `scale.rs`); a 4-shard stream is created
+//! after the join, so every node holds replicas. Writers run through the three other nodes
+//! while `POST /v1/decommission?node=X` (sent to another node) moves every replica off X, a
+//! voter that does not lead the control plane: each move adds the target as a learner of the
+//! shard group, changes the voter set and records the swap in the metadata. The endpoint
+//! answers 202 until X holds nothing, then 200; X ends up with no shard replica and outside
+//! the control-plane membership (the learner was promoted in its place). Every acknowledged
+//! record is read back identically through the three remaining nodes with a clean history,
+//! every shard's replicas agree (members, applied index, next ordinal), and after SIGKILLing
+//! one remaining node every shard still takes writes. The second test runs the same scenario
+//! with X SIGKILLed before the decommission (the replace path for a node whose disk is lost):
+//! its replicas are rebuilt from the survivors' logs.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use spate_cluster_tests::client::KinesisClient;
+use spate_cluster_tests::harness::{spate_bin, Cluster, ClusterOpts, ShardReplica};
+use spate_cluster_tests::history::{check, Outcome};
+use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
+
+const STREAM: &str = "decom";
+const SHARDS: usize = 4;
+const NEW_ID: u64 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decommission_moves_every_replica_off_a_node() {
+    run(false).await
+}
+
+/// The replace path for a node whose disk is lost: the node is SIGKILLed (and stays down)
+/// before its id is decommissioned; its replicas are rebuilt on the other nodes from the
+/// surviving replicas' logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn decommission_rebuilds_the_replicas_of_a_dead_node() {
+    run(true).await
+}
+
+async fn run(dead: bool) {
+    let mut cluster = Cluster::start(ClusterOpts::default())
+        .await
+        .unwrap_or_else(|e| panic!("cluster start: {e:#}"));
+    let mut joiner = None;
+    let res = tokio::time::timeout(
+        Duration::from_secs(240),
+        scenario(&mut cluster, &mut joiner, dead),
+    )
+    .await;
+    let fail = |msg: String, joiner: &Option<Joiner>| {
+        cluster.dump_logs(60);
+        if let Some(j) = joiner {
+            eprintln!("--- node 3 log tail ---\n{}", j.tail(60));
+        }
+        panic!("{msg}");
+    };
+    match res {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => fail(format!("decommission scenario failed: {e:#}"), &joiner),
+        Err(_) => fail("decommission scenario took over 240 s".into(), &joiner),
+    }
+}
+
+/// The 4th node: its own process, config and data dir (inside the cluster's temp dir).
+struct Joiner {
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    api: SocketAddr,
+    admin: SocketAddr,
+    child: Option<Child>,
+}
+
+impl Joiner {
+    fn create(cluster: &Cluster) -> Result<Joiner> {
+        let ip = Ipv4Addr::new(127, 0, 0, 4);
+        let mut ports = Vec::new();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let l = TcpListener::bind((ip, 0))?;
+            ports.push(l.local_addr()?.port());
+            held.push(l);
+        }
+        drop(held);
+        let api = SocketAddr::from((ip, ports[0]));
+        let peer = SocketAddr::from((ip, ports[1]));
+        let admin = SocketAddr::from((ip, ports[2]));
+        // The same cluster section as the original nodes: the initial voters 0..2.
+        let node0 = std::fs::read_to_string(cluster.dir().join("node0.toml"))?;
+        let start = node0
+            .find("[cluster]")
+            .context("node0.toml: no [cluster]")?;
+        let end = node0
+            .find("[kinesis]")
+            .context("node0.toml: no [kinesis]")?;
+        let cluster_section = node0[start..end].trim_end();
+        let data_dir = cluster.dir().join("node3");
+        std::fs::create_dir_all(&data_dir)?;
+        let toml = format!(
+            "[node]\nid = {NEW_ID}\nzone = \"az-d\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{api}\"\n\
+             peer = \"{peer}\"\nadmin = \"{admin}\"\n\n{cluster_section}\nadvertise = \"{peer}\"\n\n\
+             [kinesis]\nregion = \"us-east-1\"\naccount_id = \"000000000000\"\n",
+            data_dir.display()
+        );
+        let config = cluster.dir().join("node3.toml");
+        std::fs::write(&config, toml)?;
+        Ok(Joiner {
+            bin: spate_bin()?,
+            config,
+            log: cluster.dir().join("node3.log"),
+            api,
+            admin,
+            child: None,
+        })
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
+        let child = Command::new(&self.bin)
+            .arg("server")
+            .arg("--config")
+            .arg(&self.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn node 3")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn client(&self) -> KinesisClient {
+        KinesisClient::new(&format!("http://{}", self.api))
+    }
+
+    fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    fn tail(&self, n: usize) -> String {
+        spate_cluster_tests::harness::tail(&self.log, n)
+    }
+
+    async fn wait_ready(&mut self, http: &reqwest::Client, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let url = format!("{}/ready", self.admin_url());
+            if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
+                return Ok(());
+            }
+            if let Some(c) = self.child.as_mut() {
+                if let Some(st) = c.try_wait()? {
+                    self.child = None;
+                    bail!("node 3 exited ({st}):\n{}", self.tail(40));
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node 3 not ready within {timeout:?}:\n{}", self.tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Joiner {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, serde_json::Value)> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| url.to_string())?;
+    let code = resp.status().as_u16();
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok((code, body))
+}
+
+/// The replicas node 3 hosts.
+async fn joiner_shards(http: &reqwest::Client, joiner: &Joiner) -> Result<Vec<ShardReplica>> {
+    let url = format!("{}/v1/shards", joiner.admin_url());
+    Ok(http.get(&url).send().await?.json().await?)
+}
+
+/// The replicas of `STREAM` hosted by each remaining node (harness nodes, then node 3).
+async fn replicas_by_node(
+    http: &reqwest::Client,
+    cluster: &Cluster,
+    joiner: &Joiner,
+    nodes: &[usize],
+) -> Result<Vec<(u64, Vec<ShardReplica>)>> {
+    let mut out = Vec::new();
+    for &n in nodes {
+        let mut r = cluster.shards(n).await?;
+        r.retain(|s| s.stream == STREAM);
+        out.push((n as u64, r));
+    }
+    let mut r = joiner_shards(http, joiner).await?;
+    r.retain(|s| s.stream == STREAM);
+    out.push((NEW_ID, r));
+    Ok(out)
+}
+
+async fn scenario(
+    cluster: &mut Cluster,
+    joiner_slot: &mut Option<Joiner>,
+    dead: bool,
+) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let joiner = joiner_slot.insert(Joiner::create(cluster)?);
+    joiner.spawn()?;
+    joiner.wait_ready(&http, Duration::from_secs(60)).await?;
+    let c0 = cluster.client(0);
+    c0.ensure_stream(STREAM, SHARDS as u32, Duration::from_secs(30))
+        .await?;
+    let shard_ids: Vec<String> = c0
+        .list_shards(STREAM)
+        .await?
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    ensure!(shard_ids.len() == SHARDS, "shards: {shard_ids:?}");
+    // Every shard has a leader (node 3 may lead some, so ask all four nodes).
+    let t = Instant::now();
+    loop {
+        let by_node = replicas_by_node(&http, cluster, joiner, &[0, 1, 2]).await?;
+        let led = shard_ids.iter().all(|s| {
+            by_node
+                .iter()
+                .any(|(_, r)| r.iter().any(|r| &r.shard_id == s && r.leader.is_some()))
+        });
+        if led {
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(20),
+            "no leaders: {by_node:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // X: a voter that does not lead the control plane and holds replicas.
+    let meta_leader = cluster.find_meta_leader().await.context("no meta leader")?;
+    let x = (0..3).find(|n| *n != meta_leader).context("no candidate")?;
+    let held = cluster
+        .shards(x)
+        .await?
+        .into_iter()
+        .filter(|s| s.stream == STREAM)
+        .count();
+    ensure!(held > 0, "node {x} holds no replica of {STREAM}");
+    let others: Vec<usize> = (0..3).filter(|n| *n != x).collect();
+    eprintln!("decommissioning node {x} ({held} replicas); meta leader {meta_leader}");
+
+    // Writers through the nodes that stay.
+    let mut clients: Vec<KinesisClient> = others.iter().map(|n| cluster.client(*n)).collect();
+    clients.push(joiner.client());
+    let opts = WorkloadOpts {
+        stream: STREAM.into(),
+        writers: 2,
+        records_per_writer: 1_500,
+        keys_per_writer: 8,
+        batch_max: 8,
+        pad: 32,
+    };
+    let mut wl = Workload::start(&opts, &clients, &shard_ids);
+    let t0 = Instant::now();
+    while wl.acks_per_shard().values().sum::<usize>() < 300 {
+        ensure!(t0.elapsed() < Duration::from_secs(60), "too few acks");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    if dead {
+        cluster.kill(x)?;
+    }
+    // Unknown node: 404.
+    let url = format!("{}/v1/decommission?node=99", cluster.admin_url(others[0]));
+    let code = http.post(&url).send().await?.status().as_u16();
+    ensure!(code == 404, "decommission of an unknown node: {code}");
+
+    let decommission_ms = wl.recorder.now_ms();
+    let url = format!("{}/v1/decommission?node={x}", cluster.admin_url(others[0]));
+    let resp = http.post(&url).send().await?;
+    let code = resp.status().as_u16();
+    let body: serde_json::Value = resp.json().await?;
+    ensure!(
+        code == 202 && body["decommissioning"] == true,
+        "{code} {body}"
+    );
+    let started = Instant::now();
+    let status_url = format!("{}/v1/decommission?node={x}", joiner.admin_url());
+    let body = loop {
+        let (code, body) = get_json(&http, &status_url).await?;
+        if code == 200 {
+            break body;
+        }
+        ensure!(code == 202, "GET decommission: {code} {body}");
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "decommission not done after 120 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    eprintln!("DECOMMISSION TIME: {:?}: {body}", started.elapsed());
+    ensure!(body["replicas"] == 0, "{body}");
+
+    // X hosts nothing and leaves the control plane; node 3 is promoted to voter.
+    let t = Instant::now();
+    loop {
+        let hosted = if dead {
+            Vec::new()
+        } else {
+            cluster.shards(x).await?
+        };
+        let (_, st) = get_json(&http, &status_url).await?;
+        let (_, nodes) =
+            get_json(&http, &format!("{}/v1/nodes", cluster.admin_url(others[0]))).await?;
+        let n3_voter = nodes
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n["id"] == NEW_ID && n["role"] == "voter"));
+        if hosted.is_empty() && st["meta_role"] == "none" && n3_voter {
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "node {x} still hosts {} replicas / meta role {} / nodes {nodes}",
+            hosted.len(),
+            st["meta_role"]
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Writes went on; nothing acknowledged is lost.
+    let stats = wl.join_writers(Duration::from_secs(90)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let seen = wl.stop_readers().await?;
+    let acked: usize = stats.iter().map(|s| s.acked).sum();
+    let given_up: usize = stats.iter().map(|s| s.given_up).sum();
+    eprintln!("writers: acked {acked}, given up {given_up}; tailers saw {seen:?}");
+    ensure!(given_up == 0, "puts given up: {stats:?}");
+    ensure!(acked == 3_000, "acked {acked} of 3000");
+    let after = wl
+        .recorder
+        .attempts()
+        .iter()
+        .filter(|a| a.started_ms > decommission_ms && matches!(a.outcome, Outcome::Ok { .. }))
+        .count();
+    eprintln!("acknowledged puts started after the decommission request: {after}");
+    ensure!(
+        after > 0,
+        "no write acknowledged after the decommission began"
+    );
+    let mut reads = Vec::new();
+    for c in &clients {
+        reads.push(final_read(c, STREAM).await?);
+    }
+    for (i, fr) in reads.iter().enumerate().skip(1) {
+        let a: Vec<_> = reads[0].iter().map(|s| &s.records).collect();
+        let b: Vec<_> = fr.iter().map(|s| &s.records).collect();
+        ensure!(a == b, "final read via client {i} differs");
+    }
+    let total: usize = reads[0].iter().map(|s| s.records.len()).sum();
+    let report = check(&wl.recorder.history(reads.swap_remove(0)));
+    eprintln!("history: {}", report.summary(20));
+    ensure!(report.ok(), "history violations:\n{}", report.summary(50));
+
+    // Every shard: one replica on each remaining node, all agreeing.
+    let t = Instant::now();
+    loop {
+        let by_node = replicas_by_node(&http, cluster, joiner, &others).await?;
+        let mut agree = true;
+        for s in &shard_ids {
+            let reps: Vec<&ShardReplica> = by_node
+                .iter()
+                .filter_map(|(_, r)| r.iter().find(|r| &r.shard_id == s))
+                .collect();
+            let mut members = reps.first().map(|r| r.members.clone()).unwrap_or_default();
+            members.sort_unstable();
+            let mut want: Vec<u64> = others.iter().map(|n| *n as u64).collect();
+            want.push(NEW_ID);
+            want.sort_unstable();
+            agree &= reps.len() == 3
+                && members == want
+                && reps.iter().all(|r| {
+                    let mut m = r.members.clone();
+                    m.sort_unstable();
+                    m == want
+                        && r.last_applied == reps[0].last_applied
+                        && r.next_ordinal == reps[0].next_ordinal
+                });
+        }
+        if agree {
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "replicas disagree: {by_node:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Losing one more node still leaves every shard writable (2 of 3 replicas remain).
+    cluster.kill(others[1])?;
+    let survivor = cluster.client(others[0]);
+    let listed = survivor.list_shards(STREAM).await?;
+    for s in &listed {
+        let key = s.hash_key_range.starting_hash_key.clone();
+        let t = Instant::now();
+        loop {
+            match survivor
+                .put_record(STREAM, "after", b"after-kill", Some(&key))
+                .await
+            {
+                Ok(out) if out.shard_id == s.shard_id => break,
+                Ok(out) => bail!("put for {} landed on {}", s.shard_id, out.shard_id),
+                Err(e) => ensure!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "{} not writable after the kill: {e:?}",
+                    s.shard_id
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let after = final_read(&joiner.client(), STREAM).await?;
+    let total_after: usize = after.iter().map(|s| s.records.len()).sum();
+    ensure!(
+        total_after == total + listed.len(),
+        "{total_after} records after the kill, expected {total} + {}",
+        listed.len()
+    );
+    Ok(())
+}
