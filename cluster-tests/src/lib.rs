@@ -12,6 +12,7 @@
 //!   with nftables; [`nemesis`] runs seeded fault schedules (kill, pause, partitions, restart)
 //!   and measures failover and unavailability.
 //! * [`eventstream`] reads SubscribeToShard event streams (enhanced fan-out).
+//! * [`joiner`] starts a node outside the initial voters (scale-out, decommissioning).
 //! * [`resharder`] resizes a stream (UpdateShardCount, SplitShard, MergeShards) while the
 //!   nemesis runs, checking the lineage after every step.
 //! * [`bad_input`] holds the malformed-request checks shared by the cluster and emulator tests.
@@ -21,6 +22,7 @@ pub mod client;
 pub mod eventstream;
 pub mod harness;
 pub mod history;
+pub mod joiner;
 pub mod nemesis;
 pub mod netns;
 pub mod resharder;

@@ -12,15 +12,13 @@
 //! with X SIGKILLed before the decommission (the replace path for a node whose disk is lost):
 //! its replicas are rebuilt from the survivors' logs.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use spate_cluster_tests::client::KinesisClient;
-use spate_cluster_tests::harness::{spate_bin, Cluster, ClusterOpts, ShardReplica};
+use spate_cluster_tests::harness::{Cluster, ClusterOpts, ShardReplica};
 use spate_cluster_tests::history::{check, Outcome};
+use spate_cluster_tests::joiner::Joiner;
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const STREAM: &str = "decom";
@@ -61,127 +59,6 @@ async fn run(dead: bool) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => fail(format!("decommission scenario failed: {e:#}"), &joiner),
         Err(_) => fail("decommission scenario took over 240 s".into(), &joiner),
-    }
-}
-
-/// The 4th node: its own process, config and data dir (inside the cluster's temp dir).
-struct Joiner {
-    bin: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    api: SocketAddr,
-    admin: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Joiner {
-    fn create(cluster: &Cluster) -> Result<Joiner> {
-        let ip = Ipv4Addr::new(127, 0, 0, 4);
-        let mut ports = Vec::new();
-        let mut held = Vec::new();
-        for _ in 0..3 {
-            let l = TcpListener::bind((ip, 0))?;
-            ports.push(l.local_addr()?.port());
-            held.push(l);
-        }
-        drop(held);
-        let api = SocketAddr::from((ip, ports[0]));
-        let peer = SocketAddr::from((ip, ports[1]));
-        let admin = SocketAddr::from((ip, ports[2]));
-        // The same cluster section as the original nodes: the initial voters 0..2.
-        let node0 = std::fs::read_to_string(cluster.dir().join("node0.toml"))?;
-        let start = node0
-            .find("[cluster]")
-            .context("node0.toml: no [cluster]")?;
-        let end = node0
-            .find("[kinesis]")
-            .context("node0.toml: no [kinesis]")?;
-        let cluster_section = node0[start..end].trim_end();
-        let data_dir = cluster.dir().join("node3");
-        std::fs::create_dir_all(&data_dir)?;
-        let toml = format!(
-            "[node]\nid = {NEW_ID}\nzone = \"az-d\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{api}\"\n\
-             peer = \"{peer}\"\nadmin = \"{admin}\"\n\n{cluster_section}\nadvertise = \"{peer}\"\n\n\
-             [kinesis]\nregion = \"us-east-1\"\naccount_id = \"000000000000\"\n",
-            data_dir.display()
-        );
-        let config = cluster.dir().join("node3.toml");
-        std::fs::write(&config, toml)?;
-        Ok(Joiner {
-            bin: spate_bin()?,
-            config,
-            log: cluster.dir().join("node3.log"),
-            api,
-            admin,
-            child: None,
-        })
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(&self.bin)
-            .arg("server")
-            .arg("--config")
-            .arg(&self.config)
-            .env(
-                "RUST_LOG",
-                std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn node 3")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn client(&self) -> KinesisClient {
-        KinesisClient::new(&format!("http://{}", self.api))
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://{}", self.admin)
-    }
-
-    fn tail(&self, n: usize) -> String {
-        spate_cluster_tests::harness::tail(&self.log, n)
-    }
-
-    async fn wait_ready(&mut self, http: &reqwest::Client, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let url = format!("{}/ready", self.admin_url());
-            if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
-                return Ok(());
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Some(st) = c.try_wait()? {
-                    self.child = None;
-                    bail!("node 3 exited ({st}):\n{}", self.tail(40));
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("node 3 not ready within {timeout:?}:\n{}", self.tail(40));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Joiner {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -230,7 +107,7 @@ async fn scenario(
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let joiner = joiner_slot.insert(Joiner::create(cluster)?);
+    let joiner = joiner_slot.insert(Joiner::create(cluster, NEW_ID)?);
     joiner.spawn()?;
     joiner.wait_ready(&http, Duration::from_secs(60)).await?;
     let c0 = cluster.client(0);

@@ -10,15 +10,12 @@
 //! and a survivor, identically, with a clean history. Finally the new node is restarted: it
 //! registers nothing new (idempotent) and is ready again.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
-use spate_cluster_tests::client::KinesisClient;
-use spate_cluster_tests::harness::{spate_bin, Cluster, ClusterOpts};
+use anyhow::{ensure, Context, Result};
+use spate_cluster_tests::harness::{Cluster, ClusterOpts};
 use spate_cluster_tests::history::{check, Outcome};
+use spate_cluster_tests::joiner::{nodes, Joiner};
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const BEFORE: &str = "before-join";
@@ -51,133 +48,6 @@ async fn a_fourth_node_joins_as_non_voter_and_holds_new_replicas() {
     }
 }
 
-/// The 4th node: its own process, config and data dir (inside the cluster's temp dir).
-struct Joiner {
-    bin: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    api: SocketAddr,
-    admin: SocketAddr,
-    child: Option<Child>,
-}
-
-impl Joiner {
-    fn create(cluster: &Cluster) -> Result<Joiner> {
-        let ip = Ipv4Addr::new(127, 0, 0, 4);
-        let mut ports = Vec::new();
-        let mut held = Vec::new();
-        for _ in 0..3 {
-            let l = TcpListener::bind((ip, 0))?;
-            ports.push(l.local_addr()?.port());
-            held.push(l);
-        }
-        drop(held);
-        let api = SocketAddr::from((ip, ports[0]));
-        let peer = SocketAddr::from((ip, ports[1]));
-        let admin = SocketAddr::from((ip, ports[2]));
-        // The same cluster section as the original nodes: the initial voters 0..2.
-        let node0 = std::fs::read_to_string(cluster.dir().join("node0.toml"))?;
-        let start = node0
-            .find("[cluster]")
-            .context("node0.toml: no [cluster]")?;
-        let end = node0
-            .find("[kinesis]")
-            .context("node0.toml: no [kinesis]")?;
-        let cluster_section = node0[start..end].trim_end();
-        let data_dir = cluster.dir().join("node3");
-        std::fs::create_dir_all(&data_dir)?;
-        let toml = format!(
-            "[node]\nid = {NEW_ID}\nzone = \"az-d\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{api}\"\n\
-             peer = \"{peer}\"\nadmin = \"{admin}\"\n\n{cluster_section}\nadvertise = \"{peer}\"\n\n\
-             [kinesis]\nregion = \"us-east-1\"\naccount_id = \"000000000000\"\n",
-            data_dir.display()
-        );
-        let config = cluster.dir().join("node3.toml");
-        std::fs::write(&config, toml)?;
-        Ok(Joiner {
-            bin: spate_bin()?,
-            config,
-            log: cluster.dir().join("node3.log"),
-            api,
-            admin,
-            child: None,
-        })
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(&self.bin)
-            .arg("server")
-            .arg("--config")
-            .arg(&self.config)
-            .env(
-                "RUST_LOG",
-                std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn node 3")?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn client(&self) -> KinesisClient {
-        KinesisClient::new(&format!("http://{}", self.api))
-    }
-
-    fn admin_url(&self) -> String {
-        format!("http://{}", self.admin)
-    }
-
-    fn tail(&self, n: usize) -> String {
-        spate_cluster_tests::harness::tail(&self.log, n)
-    }
-
-    async fn wait_ready(&mut self, http: &reqwest::Client, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let url = format!("{}/ready", self.admin_url());
-            if matches!(http.get(&url).send().await, Ok(r) if r.status().is_success()) {
-                return Ok(());
-            }
-            if let Some(c) = self.child.as_mut() {
-                if let Some(st) = c.try_wait()? {
-                    self.child = None;
-                    bail!("node 3 exited ({st}):\n{}", self.tail(40));
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("node 3 not ready within {timeout:?}:\n{}", self.tail(40));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-impl Drop for Joiner {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn nodes(http: &reqwest::Client, admin_url: &str) -> Result<Vec<serde_json::Value>> {
-    let url = format!("{admin_url}/v1/nodes");
-    let body: Vec<serde_json::Value> = http.get(&url).send().await?.json().await?;
-    Ok(body)
-}
-
 async fn scenario(cluster: &mut Cluster, joiner_slot: &mut Option<Joiner>) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -190,7 +60,7 @@ async fn scenario(cluster: &mut Cluster, joiner_slot: &mut Option<Joiner>) -> Re
     ensure!(before.len() == 3, "{before:?}");
     ensure!(before.iter().all(|n| n["role"] == "voter"), "{before:?}");
 
-    let joiner = joiner_slot.insert(Joiner::create(cluster)?);
+    let joiner = joiner_slot.insert(Joiner::create(cluster, NEW_ID)?);
     joiner.spawn()?;
     let t0 = Instant::now();
     joiner.wait_ready(&http, Duration::from_secs(60)).await?;
