@@ -17,64 +17,9 @@ use serde_json::json;
 use spate_cluster_tests::client::KinesisClient;
 use spate_cluster_tests::harness::{Cluster, ClusterOpts};
 use spate_cluster_tests::history::check;
+use spate_cluster_tests::resharder::{check_lineage, is_open, range};
 use spate_cluster_tests::types::Shard;
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
-
-fn range(s: &Shard) -> Result<(u128, u128)> {
-    Ok((
-        s.hash_key_range.starting_hash_key.parse()?,
-        s.hash_key_range.ending_hash_key.parse()?,
-    ))
-}
-
-fn is_open(s: &Shard) -> bool {
-    s.sequence_number_range.ending_sequence_number.is_none()
-}
-
-/// Open shards tile the hash space; every closed parent is covered by its children.
-fn check_lineage(shards: &[Shard]) -> Result<()> {
-    let mut open: Vec<(u128, u128)> = shards
-        .iter()
-        .filter(|s| is_open(s))
-        .map(range)
-        .collect::<Result<_>>()?;
-    open.sort();
-    ensure!(
-        open.first().map(|r| r.0) == Some(0),
-        "open shards do not start at 0: {open:?}"
-    );
-    ensure!(
-        open.last().map(|r| r.1) == Some(u128::MAX),
-        "open shards do not end at 2^128-1: {open:?}"
-    );
-    for w in open.windows(2) {
-        ensure!(
-            w[0].1.checked_add(1) == Some(w[1].0),
-            "gap or overlap between {:?} and {:?}",
-            w[0],
-            w[1]
-        );
-    }
-    for p in shards.iter().filter(|s| !is_open(s)) {
-        let (ps, pe) = range(p)?;
-        let mut kids: Vec<(u128, u128)> = shards
-            .iter()
-            .filter(|c| {
-                c.parent_shard_id.as_ref() == Some(&p.shard_id)
-                    || c.adjacent_parent_shard_id.as_ref() == Some(&p.shard_id)
-            })
-            .map(range)
-            .collect::<Result<_>>()?;
-        kids.sort();
-        ensure!(!kids.is_empty(), "closed {} has no children", p.shard_id);
-        ensure!(
-            kids[0].0 <= ps && kids[kids.len() - 1].1 >= pe,
-            "children of {} do not cover it",
-            p.shard_id
-        );
-    }
-    Ok(())
-}
 
 async fn wait_active(c: &KinesisClient, stream: &str, what: &str) -> Result<()> {
     c.wait_active(stream, Duration::from_secs(60))
