@@ -190,22 +190,10 @@ impl MetaState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::state::{ClusterSecrets, MetaCommand, NodeInfo};
+    use crate::meta::state::MetaCommand;
 
     fn with_stream() -> MetaState {
-        let mut st = MetaState::default();
-        st.apply(&MetaCommand::Bootstrap {
-            secrets: ClusterSecrets {
-                iterator_key_id: 1,
-                iterator_key: [1; 32],
-                cluster_id: 1,
-            },
-            nodes: vec![NodeInfo {
-                id: 0,
-                zone: "a".into(),
-                peer_addr: "x:1".into(),
-            }],
-        });
+        let mut st = crate::meta::testing::bootstrapped(&[(0, "a")]);
         st.apply(&MetaCommand::CreateStream {
             name: "s".into(),
             mode: crate::meta::state::CapacityMode::Provisioned,

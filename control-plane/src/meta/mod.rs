@@ -20,6 +20,8 @@ pub mod reshard;
 pub mod settings;
 pub mod state;
 pub mod store;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use handle::{MetaHandle, ProposeError};
 pub use state::{MetaCommand, MetaError, MetaResponse, MetaState};

@@ -178,28 +178,14 @@ impl MetaState {
 mod tests {
     use super::*;
     use crate::meta::reshard::plan_uniform;
-    use crate::meta::state::{ClusterSecrets, MetaCommand, NodeInfo, ShardEnd, ShardState};
+    use crate::meta::state::{MetaCommand, ShardEnd, ShardState};
     use spate_proto::kinesis::hash::uniform_ranges;
 
     const T0: u64 = 1_800_000_000_000;
     const HOUR: u64 = 3_600_000;
 
     fn cluster(mode: CapacityMode, shards: u32) -> MetaState {
-        let mut st = MetaState::default();
-        st.apply(&MetaCommand::Bootstrap {
-            secrets: ClusterSecrets {
-                iterator_key_id: 1,
-                iterator_key: [1; 32],
-                cluster_id: 1,
-            },
-            nodes: (0..3)
-                .map(|i| NodeInfo {
-                    id: i,
-                    zone: format!("az-{i}"),
-                    peer_addr: format!("n{i}:1"),
-                })
-                .collect(),
-        });
+        let mut st = crate::meta::testing::bootstrapped(&[(0, "az-0"), (1, "az-1"), (2, "az-2")]);
         st.apply(&MetaCommand::CreateStream {
             name: "s".into(),
             mode,

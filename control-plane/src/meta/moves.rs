@@ -262,25 +262,10 @@ impl MetaState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::state::{CapacityMode, ClusterSecrets, MetaCommand, NodeInfo};
+    use crate::meta::state::{CapacityMode, MetaCommand};
 
     fn cluster(nodes: &[(u64, &str)]) -> MetaState {
-        let mut st = MetaState::default();
-        st.apply(&MetaCommand::Bootstrap {
-            secrets: ClusterSecrets {
-                iterator_key_id: 1,
-                iterator_key: [7; 32],
-                cluster_id: 9,
-            },
-            nodes: nodes
-                .iter()
-                .map(|(id, zone)| NodeInfo {
-                    id: *id,
-                    zone: zone.to_string(),
-                    peer_addr: format!("n{id}:7400"),
-                })
-                .collect(),
-        });
+        let mut st = crate::meta::testing::bootstrapped(nodes);
         st.apply(&MetaCommand::CreateStream {
             name: "s".into(),
             mode: CapacityMode::Provisioned,

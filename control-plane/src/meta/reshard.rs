@@ -360,24 +360,10 @@ impl MetaState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::state::{CapacityMode, ClusterSecrets, MetaCommand, NodeInfo};
+    use crate::meta::state::{CapacityMode, MetaCommand};
 
     fn cluster_with_stream(shards: u32) -> MetaState {
-        let mut st = MetaState::default();
-        st.apply(&MetaCommand::Bootstrap {
-            secrets: ClusterSecrets {
-                iterator_key_id: 1,
-                iterator_key: [1; 32],
-                cluster_id: 1,
-            },
-            nodes: (0..3)
-                .map(|i| NodeInfo {
-                    id: i,
-                    zone: format!("az-{i}"),
-                    peer_addr: format!("n{i}:1"),
-                })
-                .collect(),
-        });
+        let mut st = crate::meta::testing::bootstrapped(&[(0, "az-0"), (1, "az-1"), (2, "az-2")]);
         st.apply(&MetaCommand::CreateStream {
             name: "s".into(),
             mode: CapacityMode::Provisioned,

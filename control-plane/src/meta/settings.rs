@@ -303,23 +303,11 @@ fn commitment(
 #[cfg(test)]
 mod tests {
     use super::super::state::CapacityMode;
-    use super::super::state::{ClusterSecrets, MetaCommand, NodeInfo};
+    use super::super::state::MetaCommand;
     use super::*;
 
     fn state_with_stream() -> MetaState {
-        let mut st = MetaState::default();
-        st.apply(&MetaCommand::Bootstrap {
-            secrets: ClusterSecrets {
-                iterator_key_id: 1,
-                iterator_key: [7; 32],
-                cluster_id: 1,
-            },
-            nodes: vec![NodeInfo {
-                id: 1,
-                zone: "a".into(),
-                peer_addr: "x:1".into(),
-            }],
-        });
+        let mut st = crate::meta::testing::bootstrapped(&[(1, "a")]);
         st.apply(&MetaCommand::CreateStream {
             name: "s".into(),
             mode: CapacityMode::Provisioned,

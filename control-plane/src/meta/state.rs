@@ -532,26 +532,7 @@ impl MetaState {
 mod tests {
     use super::*;
 
-    fn bootstrapped(nodes: &[(u64, &str)]) -> MetaState {
-        let mut st = MetaState::default();
-        let nodes = nodes
-            .iter()
-            .map(|(id, zone)| NodeInfo {
-                id: *id,
-                zone: zone.to_string(),
-                peer_addr: format!("n{id}:7400"),
-            })
-            .collect();
-        st.apply(&MetaCommand::Bootstrap {
-            secrets: ClusterSecrets {
-                iterator_key_id: 1,
-                iterator_key: [7; 32],
-                cluster_id: 9,
-            },
-            nodes,
-        });
-        st
-    }
+    use crate::meta::testing::bootstrapped;
 
     fn ranges(n: u32) -> Vec<(u128, u128)> {
         let w = u128::MAX / n as u128;
