@@ -432,8 +432,25 @@ impl Cluster {
     }
 
     /// SIGSTOP a node.
+    ///
+    /// Returns once every thread of the process is stopped: kill(2) only queues the signal, and
+    /// on a loaded machine the thread chosen to take it may wait for a CPU while the node's
+    /// other threads keep serving requests for a few more milliseconds.
     pub fn pause(&self, node: usize) -> Result<()> {
-        self.signal(node, libc::SIGSTOP)
+        self.signal(node, libc::SIGSTOP)?;
+        let pid = self.nodes[node]
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("node {node} is not running"))?
+            .id();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !all_threads_stopped(pid) {
+            if Instant::now() > deadline {
+                bail!("node {node} (pid {pid}) did not stop within 5 s of SIGSTOP");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     /// SIGCONT a node.
@@ -638,4 +655,19 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Whether every thread of `pid` is in the stopped state (`T` or `t` in `/proc/<pid>/task/*/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|st| {
+            // The state follows the parenthesised command name, which may contain spaces.
+            st.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+                .is_some_and(|c| c == 'T' || c == 't')
+        })
+    })
 }
