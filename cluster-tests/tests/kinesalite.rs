@@ -1,10 +1,10 @@
 //! Validates the client, workload, final read and history checker against any Kinesis endpoint
-//! named by `KINESALITE_URL` (e.g. kinesalite). Skipped (passes trivially) when the variable is
-//! unset, so `cargo test` needs no emulator.
+//! named by `KINESALITE_URL` (e.g. kinesalite). Ignored by a plain `cargo test` (which needs no
+//! emulator); run them with `--ignored`:
 //!
 //! ```text
 //! kinesalite --port 4611 --createStreamMs 0 --deleteStreamMs 0 &
-//! KINESALITE_URL=http://127.0.0.1:4611 cargo test -p spate-cluster-tests --test kinesalite
+//! KINESALITE_URL=http://127.0.0.1:4611 cargo test -p spate-cluster-tests --test kinesalite -- --ignored
 //! ```
 
 use std::time::Duration;
@@ -14,19 +14,17 @@ use spate_cluster_tests::client::{IteratorType, KinesisClient, PutEntry};
 use spate_cluster_tests::history::{check, Violation};
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
-fn endpoint() -> Option<String> {
+fn endpoint() -> String {
     match std::env::var("KINESALITE_URL") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("KINESALITE_URL is not set; skipping");
-            None
-        }
+        Ok(u) if !u.is_empty() => u,
+        _ => panic!("set KINESALITE_URL to a Kinesis endpoint (e.g. kinesalite) to run this test"),
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kinesis endpoint in KINESALITE_URL"]
 async fn client_operations() {
-    let Some(url) = endpoint() else { return };
+    let url = endpoint();
     let c = KinesisClient::new(&url);
     let stream = format!("ctest-ops-{}", rand::random::<u32>());
     c.create_stream(&stream, 2).await.expect("create");
@@ -118,8 +116,9 @@ async fn client_operations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kinesis endpoint in KINESALITE_URL"]
 async fn workload_history_is_clean_and_tampering_is_caught() {
-    let Some(url) = endpoint() else { return };
+    let url = endpoint();
     let c = KinesisClient::new(&url);
     let stream = format!("ctest-wl-{}", rand::random::<u32>());
     c.create_stream(&stream, 2).await.expect("create");
