@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::Deserialize;
 
 use crate::client::KinesisClient;
@@ -97,6 +97,8 @@ pub struct ShardReplica {
 
 struct Node {
     id: usize,
+    /// The node's Spate id: `id` until the node replaces itself after a disk loss.
+    node_id: u64,
     zone: String,
     api: SocketAddr,
     peer: SocketAddr,
@@ -205,6 +207,7 @@ impl Cluster {
             };
             nodes.push(Node {
                 id: i,
+                node_id: i as u64,
                 zone: zone_of(i),
                 api: SocketAddr::from((ip, ports[0])),
                 peer: SocketAddr::from((ip, ports[1])),
@@ -546,7 +549,7 @@ impl Cluster {
             };
             for s in shards {
                 if s.stream == stream && s.shard_id == shard_id {
-                    if s.leader == Some(i as u64) {
+                    if s.leader == Some(self.nodes[i].node_id) {
                         return Some(i);
                     }
                     votes.extend(s.leader);
@@ -560,8 +563,47 @@ impl Cluster {
                 best = Some((chunk[0], chunk.len()));
             }
         }
-        best.map(|(id, _)| id as usize)
-            .filter(|&id| id < self.len())
+        best.and_then(|(id, _)| self.index_of(id))
+    }
+
+    /// The Spate node id of harness node `node` (its index, unless it replaced itself
+    /// after a disk loss; see [`Cluster::wipe`]).
+    pub fn node_id(&self, node: usize) -> u64 {
+        self.nodes[node].node_id
+    }
+
+    /// The harness node that runs Spate node `id`.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        self.nodes.iter().position(|n| n.node_id == id)
+    }
+
+    /// The data directory of a node.
+    pub fn data_dir(&self, node: usize) -> PathBuf {
+        self.dir().join(format!("node{}", self.nodes[node].id))
+    }
+
+    /// Disk loss: deletes the data directory of a stopped node (it restarts empty, and
+    /// joins under a new node id in place of its old one).
+    pub fn wipe(&mut self, node: usize) -> Result<()> {
+        ensure!(
+            self.nodes[node].child.is_none(),
+            "node {node} must be stopped before its disk is wiped"
+        );
+        let dir = self.data_dir(node);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("wipe {}", dir.display()))?;
+        std::fs::create_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// Reads the node's current Spate id (`GET /v1/identity`) and remembers it.
+    pub async fn refresh_node_id(&mut self, node: usize) -> Result<u64> {
+        let url = format!("{}/v1/identity", self.admin_url(node));
+        let body: serde_json::Value = self.http.get(&url).send().await?.json().await?;
+        let id = body["id"]
+            .as_u64()
+            .with_context(|| format!("GET {url}: no id in {body}"))?;
+        self.nodes[node].node_id = id;
+        Ok(id)
     }
 
     /// Poll [`Cluster::find_leader`] until a leader is known.

@@ -19,8 +19,13 @@
 //! up and down, SplitShard + MergeShards) the whole time, concurrently with the faults; before
 //! every step the nemesis re-reads the open shards (targets and probes follow the resharding).
 //!
-//! Not done (documented in docs/reliability.md): disk loss (a wiped node cannot rejoin yet),
-//! clock jumps (no libfaketime here), latency/loss (no `sch_netem` in this kernel).
+//! Disk loss ([`FaultKind::DiskLoss`]): a random node is SIGKILLed and its data directory
+//! deleted; it starts again on the empty disk, must come back under a new node id, and the
+//! step waits until the old id's replicas are rebuilt (on the new node) and the old id is out
+//! of the control plane.
+//!
+//! Not done (documented in docs/reliability.md): clock jumps (no libfaketime here),
+//! latency/loss (no `sch_netem` in this kernel).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -64,6 +69,10 @@ pub enum FaultKind {
     MajoritySplit,
     /// Two halves that only talk through one bridge node.
     Bridge,
+    /// SIGKILL a random node and delete its data directory; after the hold it starts again
+    /// on the empty disk, rejoins under a new node id and the old id's replicas are rebuilt
+    /// on it (the step ends once the old id holds nothing).
+    DiskLoss,
 }
 
 impl FaultKind {
@@ -75,6 +84,7 @@ impl FaultKind {
         FaultKind::PauseShardLeader,
         FaultKind::PauseRandom,
         FaultKind::Restart,
+        FaultKind::DiskLoss,
     ];
     /// Faults that need a [`NetLab`].
     pub const NETWORK: &'static [FaultKind] = &[
@@ -101,6 +111,7 @@ impl FaultKind {
             FaultKind::OneWay => "one-way-drop",
             FaultKind::MajoritySplit => "majority-split",
             FaultKind::Bridge => "bridge",
+            FaultKind::DiskLoss => "disk-loss",
         }
     }
 
@@ -111,9 +122,10 @@ impl FaultKind {
     /// Hold time range in ms. Pauses and partitions outlast the 1–2 s election timeout.
     fn hold_range(self) -> (u64, u64) {
         match self {
-            FaultKind::KillRandom | FaultKind::KillShardLeader | FaultKind::KillMetaLeader => {
-                (1_000, 4_000)
-            }
+            FaultKind::KillRandom
+            | FaultKind::KillShardLeader
+            | FaultKind::KillMetaLeader
+            | FaultKind::DiskLoss => (1_000, 4_000),
             FaultKind::PauseShardLeader | FaultKind::PauseRandom => (3_000, 6_000),
             FaultKind::Restart => (0, 0),
             _ => (3_000, 8_000),
@@ -487,6 +499,32 @@ impl<'a> Nemesis<'a> {
                     self.recorder.now_ms() - ev.end_ms
                 );
             }
+            FaultKind::DiskLoss => {
+                let target = self.random_node(s.pick);
+                let old = self.cluster.node_id(target);
+                ev.nodes = vec![target];
+                ev.start_ms = self.recorder.now_ms();
+                self.cluster.kill(target)?;
+                self.cluster.wipe(target)?;
+                let exclude = ev.nodes.clone();
+                self.hold_probing(&mut ev, &exclude, hold).await;
+                ev.end_ms = self.recorder.now_ms();
+                self.cluster.start_node(target)?;
+                self.cluster
+                    .wait_ready(target, Duration::from_secs(60))
+                    .await
+                    .with_context(|| format!("node {target} after the disk loss"))?;
+                let new = self.cluster.refresh_node_id(target).await?;
+                ensure!(
+                    new != old,
+                    "node {target} came back on an empty disk under its old id {old}"
+                );
+                let rebuilt = self.wait_replaced(target, old, ev.end_ms).await?;
+                ev.note = format!(
+                    "node id {old} -> {new}; ready {} ms after start, old id emptied {} ms after start",
+                    rebuilt.0, rebuilt.1
+                );
+            }
             kind => {
                 debug_assert!(kind.is_network());
                 let lab = self.lab()?;
@@ -568,6 +606,42 @@ impl<'a> Nemesis<'a> {
             }
         }
         Ok(ev)
+    }
+
+    /// After a disk loss: waits (bounded) until the old id `old` holds no replica and is out
+    /// of the control plane, asking the other nodes. Returns (ms from the restart to ready,
+    /// ms from the restart to done); the restart is the event's `end_ms`.
+    async fn wait_replaced(
+        &mut self,
+        target: usize,
+        old: u64,
+        restarted: u64,
+    ) -> Result<(u64, u64)> {
+        let ready_ms = self.recorder.now_ms().saturating_sub(restarted);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let t0 = Instant::now();
+        loop {
+            for i in (0..self.cluster.len()).filter(|&i| i != target) {
+                let url = format!("{}/v1/decommission?node={old}", self.cluster.admin_url(i));
+                let Ok(resp) = http.get(&url).send().await else {
+                    continue;
+                };
+                if resp.status().as_u16() == 200 {
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    if body["meta_role"] == "none" {
+                        return Ok((ready_ms, self.recorder.now_ms().saturating_sub(restarted)));
+                    }
+                }
+                break;
+            }
+            ensure!(
+                t0.elapsed() < Duration::from_secs(120),
+                "node id {old} still holds replicas 120 s after node {target} came back empty"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     /// Run a whole schedule, printing the fault log as it goes.

@@ -125,19 +125,7 @@ impl MetaHandle {
     }
 
     async fn forward(&self, addr: &str, cmd: &MetaCommand) -> Result<(MetaResponse, u64), String> {
-        let payload = encode(cmd).map_err(|e| e.to_string())?;
-        let mut client = self.peers.forward_client(addr).map_err(|e| e.to_string())?;
-        let call = client.meta(GroupMessage {
-            group_id: META_GROUP,
-            payload,
-        });
-        let resp = tokio::time::timeout(Duration::from_secs(5), call)
-            .await
-            .map_err(|_| "timed out".to_string())?
-            .map_err(|s| s.message().to_string())?;
-        let answer: ForwardedMeta =
-            decode(&resp.into_inner().payload).map_err(|e| e.to_string())?;
-        answer
+        forward_meta(&self.peers, addr, cmd).await
     }
 
     /// Waits (bounded) until this node has applied `index`.
@@ -147,4 +135,27 @@ impl MetaHandle {
         let _ =
             tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), wait).await;
     }
+}
+
+/// Forwards `cmd` to the node at `addr`, which applies it if it leads the metadata group;
+/// answers the response and the index of its entry.
+pub async fn forward_meta(
+    peers: &PeerChannels,
+    addr: &str,
+    cmd: &MetaCommand,
+) -> Result<(MetaResponse, u64), String> {
+    let payload = encode(cmd).map_err(|e| e.to_string())?;
+    let mut client = peers.forward_client(addr).map_err(|e| e.to_string())?;
+    let call = client.meta(GroupMessage {
+        group_id: META_GROUP,
+        payload,
+        target_node: None,
+        target_incarnation: None,
+    });
+    let resp = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|s| s.message().to_string())?;
+    let answer: ForwardedMeta = decode(&resp.into_inner().payload).map_err(|e| e.to_string())?;
+    answer
 }

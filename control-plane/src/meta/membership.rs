@@ -64,8 +64,12 @@ pub async fn register(
         // passes (each success is one more, harmless, registry entry).
         let cmd = MetaCommand::RegisterNode { node: me.clone() };
         if member && bootstrapped {
-            if let Err(e) = meta.propose(cmd).await {
-                tracing::debug!(error = %e, "RegisterNode");
+            match meta.propose(cmd).await {
+                Ok(super::MetaResponse::Failed(e)) if attempt.is_multiple_of(20) => {
+                    tracing::error!(node = me.id, error = %e, "the control plane refuses this node's registration")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "RegisterNode"),
             }
         } else if !member && attempt.is_multiple_of(4) {
             match meta.propose_via(&peers, &cmd).await {

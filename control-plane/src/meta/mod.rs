@@ -16,6 +16,7 @@ pub mod handle;
 pub mod membership;
 pub mod mode;
 pub mod moves;
+pub mod replace;
 pub mod reshard;
 pub mod settings;
 pub mod state;

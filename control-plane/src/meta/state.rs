@@ -21,6 +21,9 @@ pub struct NodeInfo {
     pub zone: String,
     /// Internal gRPC address (`host:port`).
     pub peer_addr: String,
+    /// The incarnation of the node's data directory once the node has registered itself
+    /// (`None` for an entry written by the bootstrap); see `raft::identity`.
+    pub incarnation: Option<u64>,
 }
 
 /// Secrets generated once at bootstrap and shared by every node.
@@ -177,6 +180,8 @@ pub struct MetaState {
     pub moved_groups: std::collections::BTreeSet<u64>,
     /// Nodes being decommissioned: no new replicas, existing ones move away.
     pub decommissioning: std::collections::BTreeSet<u64>,
+    /// Lower bound of the next node id handed to a replacement node (see `replace`).
+    pub next_node_id: u64,
 }
 
 /// Commands of the metadata group.
@@ -187,8 +192,16 @@ pub enum MetaCommand {
         secrets: ClusterSecrets,
         nodes: Vec<NodeInfo>,
     },
-    /// Registers or updates a node.
+    /// Registers or updates a node (refused when it would change a registered incarnation).
     RegisterNode { node: NodeInfo },
+    /// Admits a node that started on an empty disk in place of `old` under a new node id,
+    /// and decommissions `old` (see `replace`).
+    ReplaceNode {
+        old: u64,
+        zone: String,
+        peer_addr: String,
+        incarnation: u64,
+    },
     /// Creates a stream with `hash_ranges.len()` shards.
     CreateStream {
         name: String,
@@ -249,6 +262,7 @@ impl std::fmt::Display for MetaCommand {
         match self {
             MetaCommand::Bootstrap { nodes, .. } => write!(f, "Bootstrap({} nodes)", nodes.len()),
             MetaCommand::RegisterNode { node } => write!(f, "RegisterNode({})", node.id),
+            MetaCommand::ReplaceNode { old, .. } => write!(f, "ReplaceNode({old})"),
             MetaCommand::CreateStream {
                 name, hash_ranges, ..
             } => {
@@ -318,6 +332,10 @@ pub enum MetaResponse {
     ShardCountUpdate {
         current: u32,
     },
+    /// ReplaceNode: the id the new node takes.
+    NodeAdmitted {
+        id: u64,
+    },
     Failed(MetaError),
 }
 
@@ -337,11 +355,13 @@ impl MetaState {
                 }
                 MetaResponse::Done
             }
-            MetaCommand::RegisterNode { node } => {
-                self.nodes.insert(node.id, node.clone());
-                self.epoch += 1;
-                MetaResponse::Done
-            }
+            MetaCommand::RegisterNode { node } => self.register_node(node),
+            MetaCommand::ReplaceNode {
+                old,
+                zone,
+                peer_addr,
+                incarnation,
+            } => self.replace_node(*old, zone, peer_addr, *incarnation),
             MetaCommand::CreateStream {
                 name,
                 mode,

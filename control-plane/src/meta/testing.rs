@@ -17,6 +17,7 @@ pub fn bootstrapped(nodes: &[(u64, &str)]) -> MetaState {
                 id: *id,
                 zone: zone.to_string(),
                 peer_addr: format!("n{id}:7400"),
+                incarnation: None,
             })
             .collect(),
     });

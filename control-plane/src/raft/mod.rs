@@ -4,6 +4,7 @@
 pub mod codec;
 pub mod db;
 pub mod flusher;
+pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod registry;

@@ -22,20 +22,28 @@ use spate_proto::grpc::{GroupMessage, SnapshotChunk};
 use tonic::transport::{Channel, Endpoint};
 
 use super::codec::{decode, encode};
+use super::identity::PeerIncarnations;
 use super::{GroupId, NodeId, SnapshotData};
 
 /// Snapshot chunk size on the wire.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
-/// One channel per peer address, shared by all groups and by request forwarding.
+/// One channel per peer address, shared by all groups and by request forwarding, and the
+/// registered incarnation of every peer (see [`super::identity`]).
 #[derive(Default)]
 pub struct PeerChannels {
     channels: Mutex<HashMap<String, Channel>>,
+    incarnations: PeerIncarnations,
 }
 
 impl PeerChannels {
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// The registered incarnation of every node, which Raft messages are addressed to.
+    pub fn incarnations(&self) -> &PeerIncarnations {
+        &self.incarnations
     }
 
     /// The channel to `addr` (`host:port`), created on first use.
@@ -144,9 +152,10 @@ where
 
     fn status_err(&self, status: tonic::Status) -> RPCError<C> {
         match status.code() {
-            tonic::Code::Unavailable | tonic::Code::NotFound | tonic::Code::DeadlineExceeded => {
-                self.unreachable(status.message())
-            }
+            tonic::Code::Unavailable
+            | tonic::Code::NotFound
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::FailedPrecondition => self.unreachable(status.message()),
             _ => self.network(status.message()),
         }
     }
@@ -171,6 +180,8 @@ where
         let msg = GroupMessage {
             group_id: self.group,
             payload,
+            target_node: Some(self.target),
+            target_incarnation: self.peers.incarnations.get(self.target),
         };
         let resp = tokio::time::timeout(ttl, f(client, msg))
             .await
@@ -235,12 +246,16 @@ where
             group_id: group,
             header,
             data: Vec::new(),
+            target_node: Some(self.target),
+            target_incarnation: self.peers.incarnations.get(self.target),
         });
         for piece in data.chunks(SNAPSHOT_CHUNK) {
             chunks.push(SnapshotChunk {
                 group_id: group,
                 header: Vec::new(),
                 data: piece.to_vec(),
+                target_node: None,
+                target_incarnation: None,
             });
         }
         drop(data);

@@ -137,6 +137,8 @@ pub trait ForwardHandler: Send + Sync + 'static {
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
     fn meta(&self, payload: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
+    /// What this node's metadata shows of `node` (see [`super::identity`]).
+    fn identify(&self, node: super::NodeId) -> super::identity::IdentifyReply;
 }
 
 /// The groups this node hosts, by id.

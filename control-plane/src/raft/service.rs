@@ -1,5 +1,6 @@
 //! The server half of the transport: the `RaftTransport` and `Forward` gRPC services, routing
-//! each message to the hosted group it names.
+//! each message to the hosted group it names once it is known to be meant for this node
+//! (its identity, see [`super::identity`]), and `Identify` for nodes starting on an empty disk.
 
 use std::sync::Arc;
 
@@ -8,6 +9,8 @@ use spate_proto::grpc::raft_transport_server::{RaftTransport, RaftTransportServe
 use spate_proto::grpc::{GroupMessage, SnapshotChunk};
 use tonic::{Request, Response, Status, Streaming};
 
+use super::codec::{decode, encode};
+use super::identity::{has_meta_state, IdentifyReply, IdentifyRequest, LocalIdentity};
 use super::registry::{GroupEndpoint, GroupRegistry};
 
 /// Largest snapshot this node accepts in one transfer.
@@ -17,17 +20,36 @@ const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
 #[derive(Clone)]
 pub struct PeerService {
     registry: Arc<GroupRegistry>,
+    identity: Arc<LocalIdentity>,
+    db: Arc<rocksdb::DB>,
 }
 
 impl PeerService {
-    pub fn new(registry: Arc<GroupRegistry>) -> Self {
-        Self { registry }
+    pub fn new(
+        registry: Arc<GroupRegistry>,
+        identity: Arc<LocalIdentity>,
+        db: Arc<rocksdb::DB>,
+    ) -> Self {
+        Self {
+            registry,
+            identity,
+            db,
+        }
     }
 
     fn group(&self, id: u64) -> Result<Arc<dyn GroupEndpoint>, Status> {
         self.registry
             .get(id)
             .ok_or_else(|| Status::not_found(format!("group {id} is not hosted here")))
+    }
+
+    /// The group a Raft message is for, once the message is known to be meant for this
+    /// node (see [`super::identity`]).
+    fn addressed(&self, m: &GroupMessage) -> Result<Arc<dyn GroupEndpoint>, Status> {
+        self.identity
+            .check(m.target_node, m.target_incarnation)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        self.group(m.group_id)
     }
 
     /// Builds the tonic router with both services.
@@ -50,7 +72,12 @@ impl PeerService {
 }
 
 fn reply(group_id: u64, payload: Vec<u8>) -> Response<GroupMessage> {
-    Response::new(GroupMessage { group_id, payload })
+    Response::new(GroupMessage {
+        group_id,
+        payload,
+        target_node: None,
+        target_incarnation: None,
+    })
 }
 
 #[tonic::async_trait]
@@ -60,19 +87,19 @@ impl RaftTransport for PeerService {
         req: Request<GroupMessage>,
     ) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
-        let out = self.group(m.group_id)?.append_entries(m.payload).await?;
+        let out = self.addressed(&m)?.append_entries(m.payload).await?;
         Ok(reply(m.group_id, out))
     }
 
     async fn vote(&self, req: Request<GroupMessage>) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
-        let out = self.group(m.group_id)?.vote(m.payload).await?;
+        let out = self.addressed(&m)?.vote(m.payload).await?;
         Ok(reply(m.group_id, out))
     }
 
     async fn pre_vote(&self, req: Request<GroupMessage>) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
-        let out = self.group(m.group_id)?.pre_vote(m.payload).await?;
+        let out = self.addressed(&m)?.pre_vote(m.payload).await?;
         Ok(reply(m.group_id, out))
     }
 
@@ -85,6 +112,9 @@ impl RaftTransport for PeerService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        self.identity
+            .check(first.target_node, first.target_incarnation)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let group_id = first.group_id;
         let header = first.header;
         let mut data = first.data;
@@ -108,7 +138,7 @@ impl RaftTransport for PeerService {
         req: Request<GroupMessage>,
     ) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
-        let out = self.group(m.group_id)?.transfer_leader(m.payload).await?;
+        let out = self.addressed(&m)?.transfer_leader(m.payload).await?;
         Ok(reply(m.group_id, out))
     }
 }
@@ -117,6 +147,11 @@ impl RaftTransport for PeerService {
 impl Forward for PeerService {
     async fn shard(&self, req: Request<GroupMessage>) -> Result<Response<GroupMessage>, Status> {
         let m = req.into_inner();
+        // Sent to a node id that no longer lives at this address: not handled, so the
+        // sender may safely route it again.
+        self.identity
+            .check(m.target_node, None)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let handler = self
             .registry
             .forward_handler()
@@ -132,6 +167,22 @@ impl Forward for PeerService {
             .forward_handler()
             .ok_or_else(|| Status::unavailable("node starting"))?;
         let out = handler.meta(m.payload).await?;
+        Ok(reply(m.group_id, out))
+    }
+
+    async fn identify(&self, req: Request<GroupMessage>) -> Result<Response<GroupMessage>, Status> {
+        let m = req.into_inner();
+        let ask: IdentifyRequest = decode(&m.payload)
+            .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))?;
+        let answer = if !has_meta_state(&self.db) {
+            IdentifyReply::Fresh
+        } else {
+            match self.registry.forward_handler() {
+                Some(h) => h.identify(ask.node),
+                None => IdentifyReply::Starting,
+            }
+        };
+        let out = encode(&answer).map_err(|e| Status::internal(e.to_string()))?;
         Ok(reply(m.group_id, out))
     }
 }

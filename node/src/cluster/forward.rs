@@ -7,6 +7,7 @@ use futures::future::BoxFuture;
 use spate_control_plane::meta::handle::ForwardedMeta;
 use spate_control_plane::meta::{MetaCommand, MetaHandle};
 use spate_control_plane::raft::codec::{decode, encode};
+use spate_control_plane::raft::identity::IdentifyReply;
 use spate_control_plane::raft::registry::ForwardHandler;
 use spate_control_plane::raft::GroupId;
 
@@ -50,5 +51,9 @@ impl ForwardHandler for NodeForward {
             let answer: ForwardedMeta = meta.propose_local(cmd).await;
             encode(&answer).map_err(|e| tonic::Status::internal(e.to_string()))
         })
+    }
+
+    fn identify(&self, node: u64) -> IdentifyReply {
+        self.meta.view().state.identify(node)
     }
 }

@@ -221,7 +221,8 @@ impl Backend for ClusterBackend {
         match self.meta.propose(cmd).await.map_err(propose_error)? {
             MetaResponse::StreamCreated { .. }
             | MetaResponse::Done
-            | MetaResponse::ShardCountUpdate { .. } => Ok(()),
+            | MetaResponse::ShardCountUpdate { .. }
+            | MetaResponse::NodeAdmitted { .. } => Ok(()),
             MetaResponse::Failed(MetaError::StreamExists(_)) => Err(KinesisError::in_use(format!(
                 "Stream {name} under account {} already exists.",
                 self.account_id

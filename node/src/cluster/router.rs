@@ -120,6 +120,8 @@ impl ShardRouter {
             client.shard(GroupMessage {
                 group_id: group,
                 payload,
+                target_node: Some(target),
+                target_incarnation: None,
             }),
         )
         .await

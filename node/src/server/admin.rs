@@ -1,7 +1,8 @@
 //! Admin HTTP endpoints: `/health` (the process serves), `/ready` (member of a control plane
 //! with a leader, cluster bootstrapped, this node registered), `/metrics` (Prometheus text),
 //! `/v1/shards` (this node's replicas: leader, members, applied progress), `/v1/nodes` (the
-//! node registry and control-plane membership) and `/v1/drain` (move leadership away before
+//! node registry and control-plane membership), `/v1/identity` (this node's id and
+//! data-directory incarnation) and `/v1/drain` (move leadership away before
 //! stopping: `POST` starts draining and answers 200 once this node leads no group, 503 while
 //! it still leads some; `GET` reports without starting) and `/v1/decommission` (move every
 //! replica off a node before removing it, see `decommission`).
@@ -78,6 +79,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/v1/shards", get(shards))
         .route("/v1/nodes", get(nodes))
+        .route("/v1/identity", get(identity))
         .route("/v1/drain", post(drain).get(drain_status))
         .route(
             "/v1/decommission",
@@ -87,6 +89,12 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `GET /v1/identity`: this node's id, zone, peer address and data-directory incarnation
+/// (the id differs from the configured one when the node replaced a node that lost its disk).
+async fn identity(State(st): State<AdminState>) -> Json<NodeInfo> {
+    Json(st.me.clone())
 }
 
 fn is_ready(st: &AdminState) -> bool {

@@ -1,18 +1,22 @@
-//! Starts one Spate node: its RocksDB and group-commit flusher, the peer gRPC server, the
+//! Starts one Spate node: its RocksDB and group-commit flusher, the peer gRPC server, its
+//! identity (`meta::replace`: a node on an empty disk may replace a lost one), the
 //! metadata group (initialised once by the lowest-id peer; a node outside `cluster.peers`
 //! joins it as a learner), the node's self-registration, the shard manager following the
 //! shard map, the control loops, the Kinesis API, the admin endpoints and the drain switch.
 //! Stops them in reverse order on shutdown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::BasicNode;
 use rand::RngCore;
 use spate_control_plane::meta::state::{ClusterSecrets, NodeInfo};
-use spate_control_plane::meta::{membership, MetaCommand, MetaHandle, MetaStore, MetaTypeConfig};
+use spate_control_plane::meta::{
+    membership, replace, MetaCommand, MetaHandle, MetaStore, MetaTypeConfig,
+};
 use spate_control_plane::raft::flusher::Flusher;
+use spate_control_plane::raft::identity::LocalIdentity;
 use spate_control_plane::raft::log_store::GroupLogStore;
 use spate_control_plane::raft::network::{GroupNetworkFactory, PeerChannels};
 use spate_control_plane::raft::registry::{GroupRegistry, RaftEndpoint};
@@ -51,19 +55,20 @@ pub async fn stopped(mut rx: watch::Receiver<bool>) {
 
 impl Node {
     /// Starts a node from its configuration.
-    pub async fn start(cfg: Config) -> anyhow::Result<Node> {
-        let id = cfg.node.id;
+    pub async fn start(mut cfg: Config) -> anyhow::Result<Node> {
         std::fs::create_dir_all(&cfg.node.data_dir)?;
         let db = db::open(&cfg.node.data_dir.join("db"))?;
         let flusher = Flusher::start(&db);
         let peers = PeerChannels::new();
         let registry = GroupRegistry::new();
+        let identity = LocalIdentity::new();
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        // Peer gRPC first, so other nodes can reach our groups as soon as they exist.
+        // Peer gRPC first, so other nodes can reach our groups as soon as they exist (and
+        // answer `Identify` while this node resolves its own identity).
         let peer_listener = TcpListener::bind(&cfg.listen.peer).await?;
-        let router = PeerService::new(registry.clone()).router();
+        let router = PeerService::new(registry.clone(), identity.clone(), db.clone()).router();
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
             // Nagle off on every accepted peer connection: Raft and forwarded requests are
@@ -74,6 +79,29 @@ impl Node {
                 tracing::error!(error = %e, "peer gRPC server failed");
             }
         }));
+
+        // Who this node is: its stored id, its configured id, or — on an empty disk whose
+        // configured id belonged to a node that had data — a new id replacing it.
+        let advertised = cfg.advertised_peer().to_string();
+        let candidate = replace::Candidate {
+            configured_id: cfg.node.id,
+            zone: cfg.node.zone.clone(),
+            peer_addr: advertised.clone(),
+            peers: cfg
+                .cluster
+                .peers
+                .iter()
+                .map(|p| (p.id, p.addr.clone()))
+                .collect(),
+        };
+        let resolved = replace::resolve(&db, &peers, &candidate).await?;
+        identity.set(resolved);
+        if resolved.node_id != cfg.node.id {
+            cfg.node.id = resolved.node_id;
+            cfg.cluster.advertise = Some(advertised);
+        }
+        let id = cfg.node.id;
+        tracing::info!(node = id, incarnation = %format!("{:#x}", resolved.incarnation), "node identity");
 
         // The metadata group.
         let (meta_store, view_rx) = MetaStore::open(db.clone())?;
@@ -107,6 +135,10 @@ impl Node {
             }
         }
         let meta = MetaHandle::new(meta_raft.clone(), view_rx, peers.clone());
+        tasks.push(tokio::spawn(track_incarnations(
+            meta.clone(),
+            peers.clone(),
+        )));
 
         // Shard groups follow the shard map.
         let shards = ShardManager::new(
@@ -142,6 +174,7 @@ impl Node {
                 id: p.id,
                 zone: p.zone.clone(),
                 peer_addr: p.addr.clone(),
+                incarnation: None,
             })
             .collect();
         tasks.push(tokio::spawn(bootstrap(meta.clone(), nodes)));
@@ -151,6 +184,7 @@ impl Node {
             id,
             zone: cfg.node.zone.clone(),
             peer_addr: cfg.advertised_peer().to_string(),
+            incarnation: Some(resolved.incarnation),
         };
         if !cfg.is_initial_voter() {
             tracing::info!(node = id, advertise = %me.peer_addr, "not an initial voter: joining the cluster as a non-voter");
@@ -294,6 +328,29 @@ impl Node {
         }
         drop(db);
         tracing::info!(node = id, "node stopped");
+    }
+}
+
+/// Keeps the transport's table of registered incarnations (which every Raft message is
+/// addressed with) in step with the metadata.
+async fn track_incarnations(meta: MetaHandle, peers: Arc<PeerChannels>) {
+    let mut rx = meta.subscribe();
+    let mut last = None;
+    loop {
+        let map: HashMap<u64, u64> = rx
+            .borrow_and_update()
+            .state
+            .nodes
+            .values()
+            .filter_map(|n| Some((n.id, n.incarnation?)))
+            .collect();
+        if last.as_ref() != Some(&map) {
+            peers.incarnations().replace(map.clone());
+            last = Some(map);
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -1,0 +1,234 @@
+//! Disk loss: a node loses its data directory and comes back empty under the same
+//! configuration (on Kubernetes: a pod whose PersistentVolume is gone).
+//!
+//! Invariant: a node that lost its data never answers for the replicas it used to hold —
+//! it would have forgotten votes and acknowledged entries, so a committed record could end
+//! up on fewer than a quorum of nodes. Instead it rejoins under a new node id, the old id is
+//! decommissioned and its replicas are rebuilt on the new node from the survivors by Raft
+//! membership changes.
+//!
+//! The scenario: 3 nodes, a 4-shard stream, writers through the other two nodes. Node 0 —
+//! the node that initialised the control plane, the worst case: on an empty disk it must not
+//! initialise a second one — is SIGKILLed, its data directory deleted, and it is started
+//! again with the same configuration. It must come back as node 3; node 0 must be
+//! decommissioned automatically; node 3 must end up holding a replica of every shard and
+//! a control-plane vote; every acknowledged record must be read back identically through
+//! every node with a clean history; no node may panic; and with node 1 then SIGKILLed,
+//! every shard must still take writes (node 3's replicas count in the quorum).
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use spate_cluster_tests::client::KinesisClient;
+use spate_cluster_tests::harness::{Cluster, ClusterOpts, ShardReplica};
+use spate_cluster_tests::history::check;
+use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
+
+const STREAM: &str = "diskloss";
+const SHARDS: usize = 4;
+const LOST: usize = 0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_lost_its_disk_rejoins_as_a_new_node() {
+    let mut cluster = Cluster::start(ClusterOpts::default())
+        .await
+        .unwrap_or_else(|e| panic!("cluster start: {e:#}"));
+    let res = tokio::time::timeout(Duration::from_secs(240), scenario(&mut cluster)).await;
+    let failure = match res {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("disk-loss scenario failed: {e:#}")),
+        Err(_) => Some("disk-loss scenario took over 240 s".to_string()),
+    };
+    if let Some(msg) = failure {
+        cluster.dump_logs(80);
+        panic!("{msg}");
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, serde_json::Value)> {
+    let resp = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| url.to_string())?;
+    let code = resp.status().as_u16();
+    let text = resp.text().await?;
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    Ok((code, body))
+}
+
+fn panics_in_logs(cluster: &Cluster) -> Vec<String> {
+    (0..cluster.len())
+        .filter_map(|i| {
+            let log = std::fs::read_to_string(cluster.log_path(i)).unwrap_or_default();
+            log.lines()
+                .find(|l| l.contains("panicked"))
+                .map(|l| format!("node {i}: {l}"))
+        })
+        .collect()
+}
+
+async fn scenario(cluster: &mut Cluster) -> Result<()> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let c1 = cluster.client(1);
+    c1.ensure_stream(STREAM, SHARDS as u32, Duration::from_secs(30))
+        .await?;
+    let shard_ids: Vec<String> = c1
+        .list_shards(STREAM)
+        .await?
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    ensure!(shard_ids.len() == SHARDS, "shards: {shard_ids:?}");
+    for s in &shard_ids {
+        cluster
+            .wait_leader(STREAM, s, Duration::from_secs(20))
+            .await?;
+    }
+    let held = cluster
+        .shards(LOST)
+        .await?
+        .into_iter()
+        .filter(|s| s.stream == STREAM)
+        .count();
+    ensure!(held == SHARDS, "node {LOST} holds {held} replicas");
+
+    let clients: Vec<KinesisClient> = vec![cluster.client(1), cluster.client(2)];
+    let opts = WorkloadOpts {
+        stream: STREAM.into(),
+        writers: 2,
+        records_per_writer: 1_500,
+        keys_per_writer: 8,
+        batch_max: 8,
+        pad: 32,
+    };
+    let mut wl = Workload::start(&opts, &clients, &shard_ids);
+    let t0 = Instant::now();
+    while wl.acks_per_shard().values().sum::<usize>() < 300 {
+        ensure!(t0.elapsed() < Duration::from_secs(60), "too few acks");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The disk is lost.
+    cluster.kill(LOST)?;
+    cluster.wipe(LOST)?;
+    cluster.start_node(LOST)?;
+    cluster.wait_ready(LOST, Duration::from_secs(60)).await?;
+    let new_id = cluster.refresh_node_id(LOST).await?;
+    eprintln!("node {LOST} came back on an empty disk as node {new_id}");
+    ensure!(new_id == 3, "the replacement took id {new_id}, expected 3");
+
+    // Node 0 is decommissioned without anyone asking; node 3 takes its replicas and vote.
+    let admin = cluster.admin_url(1);
+    let started = Instant::now();
+    loop {
+        let (code, st) = get_json(&http, &format!("{admin}/v1/decommission?node={LOST}")).await?;
+        let (_, nodes) = get_json(&http, &format!("{admin}/v1/nodes")).await?;
+        let voter = |id: u64| {
+            nodes
+                .as_array()
+                .is_some_and(|a| a.iter().any(|n| n["id"] == id && n["role"] == "voter"))
+        };
+        if code == 200 && st["meta_role"] == "none" && voter(new_id) {
+            eprintln!("replaced in {:?}: {st}", started.elapsed());
+            break;
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "node {LOST} not replaced after 120 s: decommission {code} {st}; nodes {nodes}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Nothing acknowledged is lost; every node serves the same records.
+    let stats = wl.join_writers(Duration::from_secs(90)).await?;
+    let seen = wl.stop_readers().await?;
+    let acked: usize = stats.iter().map(|s| s.acked).sum();
+    let given_up: usize = stats.iter().map(|s| s.given_up).sum();
+    eprintln!("writers: acked {acked}, given up {given_up}; tailers saw {seen:?}");
+    ensure!(given_up == 0, "puts given up: {stats:?}");
+    ensure!(acked == 3_000, "acked {acked} of 3000");
+    let mut reads = Vec::new();
+    for n in 0..cluster.len() {
+        reads.push(final_read(&cluster.client(n), STREAM).await?);
+    }
+    for (i, fr) in reads.iter().enumerate().skip(1) {
+        let a: Vec<_> = reads[0].iter().map(|s| &s.records).collect();
+        let b: Vec<_> = fr.iter().map(|s| &s.records).collect();
+        ensure!(a == b, "final read via node {i} differs from node 0's");
+    }
+    let total: usize = reads[0].iter().map(|s| s.records.len()).sum();
+    let report = check(&wl.recorder.history(reads.swap_remove(0)));
+    eprintln!("history: {}", report.summary(20));
+    ensure!(report.ok(), "history violations:\n{}", report.summary(50));
+
+    // Every shard: replicas on nodes 1, 2 and 3, all agreeing.
+    let want = vec![1u64, 2, new_id];
+    let t = Instant::now();
+    loop {
+        let mut by_node: Vec<Vec<ShardReplica>> = Vec::new();
+        for n in 0..cluster.len() {
+            let mut r = cluster.shards(n).await?;
+            r.retain(|s| s.stream == STREAM);
+            by_node.push(r);
+        }
+        let agree = shard_ids.iter().all(|s| {
+            let reps: Vec<&ShardReplica> = by_node
+                .iter()
+                .filter_map(|r| r.iter().find(|r| &r.shard_id == s))
+                .collect();
+            reps.len() == 3
+                && reps.iter().all(|r| {
+                    let mut m = r.members.clone();
+                    m.sort_unstable();
+                    m == want
+                        && r.last_applied == reps[0].last_applied
+                        && r.next_ordinal == reps[0].next_ordinal
+                })
+        });
+        if agree {
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "replicas disagree: {by_node:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let panics = panics_in_logs(cluster);
+    ensure!(panics.is_empty(), "panics: {panics:?}");
+
+    // Node 3's replicas count: with node 1 gone, every shard still takes writes.
+    cluster.kill(1)?;
+    let survivor = cluster.client(LOST);
+    let listed = survivor.list_shards(STREAM).await?;
+    for s in &listed {
+        let key = s.hash_key_range.starting_hash_key.clone();
+        let t = Instant::now();
+        loop {
+            match survivor
+                .put_record(STREAM, "after", b"after-kill", Some(&key))
+                .await
+            {
+                Ok(out) if out.shard_id == s.shard_id => break,
+                Ok(out) => bail!("put for {} landed on {}", s.shard_id, out.shard_id),
+                Err(e) => ensure!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "{} not writable with node 1 down: {e:?}",
+                    s.shard_id
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let after = final_read(&cluster.client(2), STREAM).await?;
+    let total_after: usize = after.iter().map(|s| s.records.len()).sum();
+    ensure!(
+        total_after == total + listed.len(),
+        "{total_after} records after the kill, expected {total} + {}",
+        listed.len()
+    );
+    Ok(())
+}
