@@ -3,7 +3,9 @@ scale-out case, where ordinal 3 is not a voter and joins the cluster) as local p
 that the configuration forms a working 3-zone cluster: /ready on every node, every node registered
 with the zone its pod was given (/v1/nodes; with zones from node labels the rendered peers say
 "unknown"), then CreateStream, PutRecord and GetRecords over the Kinesis JSON API, and finally the
-rendered preStop hook drains a node: it exits once the node leads no Raft group.
+rendered preStop hook drains a node: it exits once the node leads no Raft group. Last, a lost PVC:
+ordinal 1 is SIGKILLed, its volumes emptied and its rendered command started again; it must rejoin
+under a new node id, its old id must be decommissioned automatically, and it must serve the record.
 
 Only addresses, ports and paths are rewritten, as a kubelet + cluster DNS would resolve them:
   - the headless-Service DNS names of the peers (also the start script's advertised
@@ -22,6 +24,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -189,6 +192,8 @@ def build_nodes(values: dict, tmp: pathlib.Path, zone_from_init: bool):
         prestop = [rewrite_paths(rewrite_addrs(a, i)) for a in c["lifecycle"]["preStop"]["exec"]["command"]]
         node = Node(i, argv, env, root / "spate.log")
         node.ports, node.prestop = local[i], prestop
+        # The pod's PersistentVolumeClaims (what a lost PVC loses).
+        node.pvcs = [mounts[m["mountPath"]] for m in c["volumeMounts"] if m["name"] in vct]
         nodes.append(node)
     return nodes
 
@@ -287,6 +292,40 @@ def test_rendered_statefulset_forms_a_cluster(case, tmp_path):
         status, put2 = kinesis(leader.ports["api"], "PutRecord",
                                {"StreamName": stream, "PartitionKey": "pk-1", "Data": data})
         assert status == 200 and put2["ShardId"] == put["ShardId"], put2
+
+        # A lost PVC: the pod of ordinal 1 comes back with empty volumes and the same rendered
+        # command. It must rejoin under a new node id (never under its old one, whose replicas
+        # it no longer has), the old id must be decommissioned automatically, and the node
+        # must serve the record written before the loss.
+        lost = nodes[1]
+        os.killpg(lost.proc.pid, signal.SIGKILL)
+        lost.proc.wait(10)
+        lost.log.close()
+        assert lost.pvcs, "the StatefulSet has no volumeClaimTemplates"
+        for d in lost.pvcs:
+            shutil.rmtree(d)
+            d.mkdir()
+        lost.start()
+        wait_ready([lost])
+        status, body = http("GET", f"http://127.0.0.1:{lost.ports['admin']}/v1/identity")
+        assert status == 200, body
+        assert json.loads(body)["id"] == len(nodes), body
+
+        def old_id_retired():
+            s, b = http("GET", f"http://127.0.0.1:{nodes[0].ports['admin']}/v1/decommission?node=1")
+            st = json.loads(b)
+            return s == 200 and st["meta_role"] == "none", st
+
+        retry(old_id_retired, timeout=90, what="decommissioning of the lost node's old id")
+        status, it = kinesis(lost.ports["api"], "GetShardIterator", {"StreamName": stream, "ShardId": put["ShardId"],
+                                                                     "ShardIteratorType": "TRIM_HORIZON"})
+        assert status == 200, it
+
+        def got_after_loss():
+            s, b = kinesis(lost.ports["api"], "GetRecords", {"ShardIterator": it["ShardIterator"]})
+            return s == 200 and any(r["Data"] == data for r in b.get("Records", [])), b
+
+        retry(got_after_loss, timeout=30, what="GetRecords through the replaced node")
     finally:
         for nd in nodes:
             nd.stop()
