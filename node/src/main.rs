@@ -110,11 +110,16 @@ fn main() -> anyhow::Result<()> {
                     std::fs::remove_dir_all(&dir)?;
                 }
                 let cert = spate_node::api::tls::ensure_dev_cert(&dir, &bind)?;
-                let mut nodes = Vec::new();
-                for mut cfg in dev::configs(port, &dir, &bind) {
-                    cfg.limits.enabled = !unthrottled;
-                    nodes.push(Node::start(cfg).await?);
-                }
+                // Together: a node on an empty disk waits for its peers to say whether the
+                // cluster is new (see `meta::replace`).
+                let nodes =
+                    futures::future::try_join_all(dev::configs(port, &dir, &bind).into_iter().map(
+                        |mut cfg| {
+                            cfg.limits.enabled = !unthrottled;
+                            Node::start(cfg)
+                        },
+                    ))
+                    .await?;
                 tracing::info!(
                     endpoint = %format!("http://{bind}:{port}"),
                     data_dir = %dir.display(),
