@@ -7,7 +7,10 @@
 #
 # For each repetition the targets run in alternating order, each on a fresh server (fresh
 # data dir for spate), through the scenarios put-records (C=8, 500 x 1 KiB), put-record
-# (C=1), put-get and, for spate only (kinesalite has no enhanced fan-out), efo. Server CPU seconds (/proc/<pid>/stat utime+stime, per scenario) and
+# (C=1), put-record at C=256 connections, put-get, get-records (one shard pre-filled with
+# GR_FILL_MIB, read from TRIM_HORIZON), retained (put-records on a stream already holding
+# RETAINED_RECORDS small records) and, for spate only (kinesalite has no enhanced fan-out),
+# efo. Server CPU seconds (/proc/<pid>/stat utime+stime, per scenario) and
 # peak RSS (/proc/<pid>/status VmHWM) are recorded. Disk fdatasync latency is measured once
 # with fio. Prints a markdown table of medians and spate/kinesalite ratios.
 #
@@ -16,6 +19,8 @@
 #   SHARDS [4]  RECORD_SIZE [1024]  PR_CLIENTS [8] (put-records)  P1_CLIENTS [1] (put-record)
 #   P2G_RATE [200] records/s  P2G_POLL_MS [0]  MAX_REQUESTS [200000]
 #   EFO_RATE [100] records/s (efo: SubscribeToShard put-to-delivery)
+#   PMANY_CLIENTS [256] (put-record at many connections)  GR_FILL_MIB [64] (get-records)
+#   RETAINED_RECORDS [1000000] of RETAINED_SIZE [64] bytes (retained)
 #   CARGO_TARGET_DIR [$HOME/.cache/spate/target]  SPATE_BIN [$CARGO_TARGET_DIR/debug/spate]
 #   BENCH_BIN [$CARGO_TARGET_DIR/debug/spate-bench]
 #   SKIP_BUILD=1  skip `cargo build`     SKIP_FIO=1  skip the fio measurement
@@ -38,6 +43,10 @@ P1_CLIENTS="${P1_CLIENTS:-1}"
 P2G_RATE="${P2G_RATE:-200}"
 P2G_POLL_MS="${P2G_POLL_MS:-0}"
 EFO_RATE="${EFO_RATE:-100}"
+PMANY_CLIENTS="${PMANY_CLIENTS:-256}"
+GR_FILL_MIB="${GR_FILL_MIB:-64}"
+RETAINED_RECORDS="${RETAINED_RECORDS:-1000000}"
+RETAINED_SIZE="${RETAINED_SIZE:-64}"
 MAX_REQUESTS="${MAX_REQUESTS:-200000}"
 SPATE_BIN="${SPATE_BIN:-$CARGO_TARGET_DIR/debug/spate}"
 BENCH_BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/debug/spate-bench}"
@@ -227,8 +236,9 @@ start_server() {   # target rep -> sets SERVER_PID, PORT, STARTUP_SECS
 }
 
 BENCH_FAILED=0
-run_scenario() {   # target rep scenario args...
+run_scenario() {   # target rep scenario args...   (SCEN_AS=<name> renames it in the results)
   local target="$1" rep="$2" scen="$3"; shift 3
+  local name="${SCEN_AS:-$scen}"
   local cpu0 cpu1 line
   cpu0="$(server_cpu)"
   local ep="http://127.0.0.1:$PORT"
@@ -239,9 +249,10 @@ run_scenario() {   # target rep scenario args...
         --shards "$SHARDS" --duration-secs "$DURATION" --max-requests "$MAX_REQUESTS" \
         --record-size "$RECORD_SIZE" "$@" 2>>"$OUT/bench-$target-rep$rep.err")"; then
     cpu1="$(server_cpu)"
-    python3 - "$line" "$rep" "$cpu0" "$cpu1" >> "$RESULTS" <<'PY'
+    python3 - "$line" "$rep" "$cpu0" "$cpu1" "$name" >> "$RESULTS" <<'PY'
 import json, sys
 d = json.loads(sys.argv[1])
+d["scenario"] = sys.argv[5]
 d["rep"] = int(sys.argv[2])
 d["server_cpu_secs"] = round(float(sys.argv[4]) - float(sys.argv[3]), 3)
 print(json.dumps(d))
@@ -250,7 +261,7 @@ PY
   else
     BENCH_FAILED=1
     log "FAILED: $scen against $target (rep $rep): $(tail -n 3 "$OUT/bench-$target-rep$rep.err")"
-    echo "{\"scenario\":\"$scen\",\"label\":\"$target\",\"rep\":$rep,\"error\":true}" >> "$RESULTS"
+    echo "{\"scenario\":\"$name\",\"label\":\"$target\",\"rep\":$rep,\"error\":true}" >> "$RESULTS"
   fi
   kill -0 "$SERVER_PID" 2>/dev/null || die "$target died during $scen (log: $OUT/server-$target-rep$rep.log)"
 }
@@ -264,7 +275,11 @@ for rep in $(seq 1 "$REPS"); do
     start_server "$target" "$rep"
     run_scenario "$target" "$rep" put-records --stream bench-put-records --clients "$PR_CLIENTS"
     run_scenario "$target" "$rep" put-record --stream bench-put-record --clients "$P1_CLIENTS"
+    SCEN_AS=put-record-many run_scenario "$target" "$rep" put-record --stream bench-put-record-many --clients "$PMANY_CLIENTS"
     run_scenario "$target" "$rep" put-get --stream bench-put-get --rate "$P2G_RATE" --poll-ms "$P2G_POLL_MS"
+    run_scenario "$target" "$rep" get-records --stream bench-get-records --clients 1 --fill-mib "$GR_FILL_MIB"
+    run_scenario "$target" "$rep" retained --stream bench-retained --clients "$PR_CLIENTS" \
+      --fill-records "$RETAINED_RECORDS" --fill-size "$RETAINED_SIZE"
     if [ "$target" = spate ]; then
       run_scenario "$target" "$rep" efo --stream bench-efo --rate "$EFO_RATE"
     fi
@@ -274,7 +289,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 # ---------------------------------------------------------------- table
-python3 - "$RESULTS" "$OUT/table.md" <<'PY' | tee "$OUT/table.md.tmp"
+python3 - "$RESULTS" "$OUT/table.md" "$PMANY_CLIENTS" "$RETAINED_RECORDS" <<'PY' | tee "$OUT/table.md.tmp"
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 def med(target, scen, key, fn=None):
@@ -302,11 +317,18 @@ metrics = [
     ("PutRecord req/s", "put-record", "requests_per_sec", None),
     ("PutRecord req per server-CPU-s", "put-record", None, per_cpu("requests_per_sec")),
     ("PutRecord client CPU util", "put-record", "client_cpu_util", None),
+    ("PutRecord req/s (C=PMANY connections)", "put-record-many", "requests_per_sec", None),
+    ("PutRecord p99 (ms, C=PMANY)", "put-record-many", "p99_ms", None),
+    ("PutRecord errors (C=PMANY)", "put-record-many", "errors", None),
     ("put-to-get p50 (ms)", "put-get", "p2g_p50_ms", None),
     ("put-to-get p99 (ms)", "put-get", "p2g_p99_ms", None),
     ("put ack p50 during p2g (ms)", "put-get", "put_p50_ms", None),
     ("p2g missing + duplicates", "put-get", None, lambda r: r["missing"] + r["duplicates"]),
     ("GetRecords polls/s during p2g", "put-get", "polls_per_sec", None),
+    ("GetRecords MiB/s from one shard (TRIM_HORIZON)", "get-records", "mib_per_sec", None),
+    ("GetRecords call p50 (ms)", "get-records", "p50_ms", None),
+    ("PutRecords MiB/s with RETAINED records retained", "retained", "mib_per_sec", None),
+    ("PutRecords failed + errors (retained)", "retained", None, lambda r: r["failed_records"] + r["errors"]),
     ("EFO put-to-delivery p50 (ms, from put start)", "efo", "p2d_p50_ms", None),
     ("EFO put-to-delivery p99 (ms, from put start)", "efo", "p2d_p99_ms", None),
     ("EFO ack-to-delivery p50 (ms)", "efo", "ack2d_p50_ms", None),
@@ -338,7 +360,13 @@ for name, scen, key, fn in metrics:
         a, b = vals[0][0], vals[1][0]
         line += " %s |" % ("%.2f×" % (a / b) if a is not None and b else "–")
     out.append(line)
-print("\n".join(out))
+# put rate with records retained, relative to the empty-stream rate of the same target
+line = "| PutRecords rate retained ÷ empty |"
+for t in targets:
+    a, b = med(t, "retained", "mib_per_sec")[0], med(t, "put-records", "mib_per_sec")[0]
+    line += " %s |" % ("%.2f" % (a / b) if a is not None and b else "–")
+out.append(line + (" – |" if len(targets) == 2 else ""))
+print("\n".join(out).replace("PMANY", sys.argv[3]).replace("RETAINED", "{:,}".format(int(sys.argv[4]))))
 PY
 mv "$OUT/table.md.tmp" "$OUT/table.md"
 log "results: $RESULTS, table: $OUT/table.md"

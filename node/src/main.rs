@@ -9,6 +9,21 @@ use spate_node::server::dev;
 use spate_node::server::node::Node;
 use tracing_subscriber::EnvFilter;
 
+/// Keeps glibc's malloc from hoarding memory. By default glibc raises its mmap threshold
+/// each time a large block is freed, so the large, short-lived buffers of this server (a
+/// 10 MiB GetRecords answer, a forwarded PutRecords batch, replication messages) end up in
+/// per-thread heap arenas that are rarely returned, and resident memory ratchets up under
+/// load. A fixed threshold keeps every block of 256 KiB or more in its own mapping, returned
+/// to the system when freed; fewer arenas bound the fragmentation of the rest.
+fn tune_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; called before any other thread runs.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 4 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "spate",
@@ -83,6 +98,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
+    tune_malloc();
     let cli = Cli::parse();
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread()

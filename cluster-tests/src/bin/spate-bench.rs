@@ -11,6 +11,10 @@
 //! * `put-record`: C clients sending single-record PutRecord; latency p50/p99/p99.9, req/s.
 //! * `put-get`: one producer at `--rate` records/s and one GetRecords poller reading from
 //!   LATEST; reports put-to-get latency percentiles and missing/duplicate records.
+//! * `get-records`: fills a one-shard stream, then C readers read it from TRIM_HORIZON to its
+//!   end over and over; reports MiB/s read (see `spate-bench/fill.rs`).
+//! * `retained`: fills a stream with `--fill-records` (1 M) small records, then measures
+//!   `put-records` on it (the put rate with that much data retained).
 //! * `efo`: registers a consumer, subscribes to a shard (SubscribeToShard) and puts records
 //!   at `--rate` records/s; reports put-to-delivery latency from put start and from the ack
 //!   (see `spate-bench/efo.rs`).
@@ -41,6 +45,8 @@ use tokio::net::TcpStream;
 
 #[path = "spate-bench/efo.rs"]
 mod efo;
+#[path = "spate-bench/fill.rs"]
+mod fill;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -65,6 +71,10 @@ enum Cmd {
     /// A registered consumer subscribed to one shard, one fixed-rate producer:
     /// enhanced fan-out put-to-delivery latency.
     Efo(EfoArgs),
+    /// C readers reading a pre-filled one-shard stream from TRIM_HORIZON: GetRecords MiB/s.
+    GetRecords(fill::GetRecordsArgs),
+    /// PutRecords on a stream that already retains `--fill-records` records.
+    Retained(fill::RetainedArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -742,6 +752,8 @@ fn run(cli: Cli) -> Result<Value> {
         Cmd::PutRecord(c) => c,
         Cmd::PutGet(a) => &a.common,
         Cmd::Efo(a) => &a.common,
+        Cmd::GetRecords(a) => &a.common,
+        Cmd::Retained(a) => &a.put.common,
     };
     if !common.request_timeout_secs.is_finite() || common.request_timeout_secs <= 0.0 {
         bail!("--request-timeout-secs must be > 0");
@@ -757,6 +769,8 @@ fn run(cli: Cli) -> Result<Value> {
             Cmd::PutRecord(c) => put_record(c).await,
             Cmd::PutGet(a) => put_get(a).await,
             Cmd::Efo(a) => efo::run(a).await,
+            Cmd::GetRecords(a) => fill::get_records(a).await,
+            Cmd::Retained(a) => fill::retained(a).await,
         }
     })
 }

@@ -34,6 +34,12 @@ const ALL_CFS: [&str; 5] = [
 const BLOB_CFS: [&str; 2] = [CF_RAFT_LOG, CF_SHARD_DATA];
 /// Values at least this large go to blob files in [`BLOB_CFS`].
 const MIN_BLOB_BYTES: u64 = 256;
+/// All memtables of the node together: past this RocksDB flushes the largest one, so the
+/// write buffers stay within this budget however many column families are busy.
+const MEMTABLE_BUDGET: usize = 32 << 20;
+/// The block cache all column families share (index, filter and small-value blocks; record
+/// payloads live in blob files and are read through the page cache).
+const BLOCK_CACHE: usize = 8 << 20;
 
 /// Opens (creating if needed) the node's database under `dir`.
 pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
@@ -43,9 +49,14 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     opts.set_max_background_jobs(2);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_keep_log_file_num(4);
-    // Bound memory: a few MiB of write buffer per column family.
+    // Bound memory: a few MiB of write buffer per column family, a budget for all of them,
+    // and one shared block cache.
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_write_buffer_number(2);
+    opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+    let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
+    let mut table = rocksdb::BlockBasedOptions::default();
+    table.set_block_cache(&cache);
     // Shard state machines write without the WAL (the Raft log is their durable copy, see
     // `spate_node::shard::store`); flushing all column families together keeps a state
     // header from ever reaching disk ahead of the records it covers.
@@ -55,6 +66,7 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
         cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         cf_opts.set_write_buffer_size(16 << 20);
         cf_opts.set_max_write_buffer_number(2);
+        cf_opts.set_block_based_table_factory(&table);
         if BLOB_CFS.contains(name) {
             // Key-value separation: record payloads and log entries go to blob files when
             // the memtable is flushed and are not rewritten by compaction (which then only
