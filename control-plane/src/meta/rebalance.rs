@@ -74,7 +74,7 @@ pub enum Idle {
     Decommissioning(u64),
     /// A registered node is down or not (yet) a member of the control plane.
     NodeDown(u64),
-    /// `max_moves` moves are already in flight.
+    /// `max_moves` moves are already in flight, or the moves in flight are all it would do.
     MovesInFlight,
 }
 
@@ -231,7 +231,10 @@ pub fn plan(state: &MetaState, live: &BTreeSet<u64>, params: &RebalanceParams) -
         }
         break;
     }
-    if picked.is_empty() {
+    if picked.is_empty() && in_flight > 0 {
+        // Nothing more to start; "balanced" only once the moves in flight are done.
+        Plan::Idle(Idle::MovesInFlight)
+    } else if picked.is_empty() {
         Plan::Idle(Idle::Balanced)
     } else {
         Plan::Move(picked)
@@ -320,6 +323,12 @@ mod tests {
     /// the number of moves and the final idle reason.
     fn converge(st: &mut MetaState, params: &RebalanceParams) -> (usize, Idle) {
         let mut moves = 0;
+        let spread: BTreeMap<u64, usize> = st
+            .streams
+            .values()
+            .flat_map(|s| s.shards.iter())
+            .map(|sh| (sh.group, distinct_zones(st, &sh.replicas)))
+            .collect();
         for _ in 0..10_000 {
             match plan(st, &all_live(st), params) {
                 Plan::Idle(Idle::MovesInFlight) => {
@@ -335,7 +344,12 @@ mod tests {
                             to,
                         }));
                         assert_eq!(r, MetaResponse::Done);
-                        assert_placement(st);
+                        let reps = st.group_replicas(group).cloned().unwrap_or_default();
+                        assert_eq!(reps.len(), 3);
+                        assert!(
+                            distinct_zones(st, &reps) >= spread[&group],
+                            "group {group} now on {reps:?} spans fewer zones"
+                        );
                     }
                 }
                 Plan::Idle(why) => return (moves, why),
@@ -549,6 +563,54 @@ mod tests {
         if let Plan::Move(more) = plan(&st, &all_live(&st), &params3) {
             assert_eq!(more.len(), 1);
             assert!(!groups.contains(&more[0].group));
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any cluster, any scale-out: the planner converges, every move keeps each group's
+        /// zone spread, and at the end no placement-keeping move between nodes two or more
+        /// replicas apart is left.
+        #[test]
+        fn converges_without_breaking_placement(
+            initial in proptest::collection::vec(0u8..4, 3..6),
+            joining in proptest::collection::vec(0u8..5, 1..4),
+            streams in proptest::collection::vec(1u32..7, 1..4),
+            max_moves in 1usize..4,
+        ) {
+            let zone = |z: u8| ["a", "b", "c", "d", "e"][z as usize];
+            let nodes: Vec<(u64, &str)> =
+                initial.iter().enumerate().map(|(i, z)| (i as u64, zone(*z))).collect();
+            let mut st = bootstrapped(&nodes);
+            for (i, n) in streams.iter().enumerate() {
+                add_stream(&mut st, &format!("s{i}"), *n);
+            }
+            let spread_before: BTreeMap<u64, usize> = st
+                .streams
+                .values()
+                .flat_map(|s| s.shards.iter())
+                .map(|sh| (sh.group, distinct_zones(&st, &sh.replicas)))
+                .collect();
+            for (i, z) in joining.iter().enumerate() {
+                join(&mut st, (nodes.len() + i) as u64, zone(*z));
+            }
+            let params = RebalanceParams { max_moves, ..Default::default() };
+            let (_, why) = converge(&mut st, &params);
+            proptest::prop_assert_eq!(why, Idle::Balanced);
+            let load = st.replica_load();
+            for sh in st.streams.values().flat_map(|s| s.shards.iter()) {
+                proptest::prop_assert!(
+                    distinct_zones(&st, &sh.replicas) >= spread_before[&sh.group]
+                );
+                for from in &sh.replicas {
+                    for to in st.nodes.keys() {
+                        if keeps_placement(&st, &sh.replicas, *from, *to) {
+                            proptest::prop_assert!(load[from] <= load[to] + 1, "{:?}", load);
+                        }
+                    }
+                }
+            }
         }
     }
 
