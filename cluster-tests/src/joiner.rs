@@ -12,7 +12,8 @@ use crate::client::KinesisClient;
 use crate::harness::{spate_bin, Cluster};
 
 /// A node started after the cluster: its own process, config and data dir (inside the
-/// cluster's temp dir), node id `id` and zone `az-d`, on 127.0.0.4, with the same
+/// cluster's temp dir), node id `id` and zone `az-d` (or any, [`Joiner::create_in`]), on
+/// 127.0.0.4, with the same
 /// `[cluster]` section as the original nodes (so it is not an initial voter) plus
 /// `cluster.advertise`.
 pub struct Joiner {
@@ -27,6 +28,11 @@ pub struct Joiner {
 
 impl Joiner {
     pub fn create(cluster: &Cluster, id: u64) -> Result<Joiner> {
+        Self::create_in(cluster, id, "az-d")
+    }
+
+    /// A joining node in `zone`.
+    pub fn create_in(cluster: &Cluster, id: u64, zone: &str) -> Result<Joiner> {
         let ip = Ipv4Addr::new(127, 0, 0, 4);
         let mut ports = Vec::new();
         let mut held = Vec::new();
@@ -51,7 +57,7 @@ impl Joiner {
         let data_dir = cluster.dir().join(format!("node{id}"));
         std::fs::create_dir_all(&data_dir)?;
         let toml = format!(
-            "[node]\nid = {id}\nzone = \"az-d\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{api}\"\n\
+            "[node]\nid = {id}\nzone = \"{zone}\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"{api}\"\n\
              peer = \"{peer}\"\nadmin = \"{admin}\"\n\n{cluster_section}\nadvertise = \"{peer}\"\n\n\
              [kinesis]\nregion = \"us-east-1\"\naccount_id = \"000000000000\"\n",
             data_dir.display()

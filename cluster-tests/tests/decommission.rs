@@ -8,7 +8,9 @@
 //! the control-plane membership (the learner was promoted in its place). Every acknowledged
 //! record is read back identically through the three remaining nodes with a clean history,
 //! every shard's replicas agree (members, applied index, next ordinal), and after SIGKILLing
-//! one remaining node every shard still takes writes. The second test runs the same scenario
+//! one remaining node every shard still takes writes. `POST /v1/nodes/X/forget` is refused
+//! (409) before and during the decommission, then removes X from the registry (200; `/v1/nodes`
+//! no longer lists it; a second call is a 404). The second test runs the same scenario
 //! with X SIGKILLed before the decommission (the replace path for a node whose disk is lost):
 //! its replicas are rebuilt from the survivors' logs.
 
@@ -177,6 +179,18 @@ async fn scenario(
     let code = http.post(&url).send().await?.status().as_u16();
     ensure!(code == 404, "decommission of an unknown node: {code}");
 
+    // Forgetting a node that is not decommissioned is refused.
+    let forget_url = |n: usize| format!("{}/v1/nodes/{n}/forget", cluster.admin_url(others[0]));
+    let resp = http.post(forget_url(x)).send().await?;
+    let code = resp.status().as_u16();
+    let text = resp.text().await?;
+    ensure!(
+        code == 409 && text.contains("not decommissioned"),
+        "forget before decommissioning: {code} {text}"
+    );
+    let code = http.post(forget_url(99)).send().await?.status().as_u16();
+    ensure!(code == 404, "forget of an unknown node: {code}");
+
     let decommission_ms = wl.recorder.now_ms();
     let url = format!("{}/v1/decommission?node={x}", cluster.admin_url(others[0]));
     let resp = http.post(&url).send().await?;
@@ -185,6 +199,14 @@ async fn scenario(
     ensure!(
         code == 202 && body["decommissioning"] == true,
         "{code} {body}"
+    );
+    // Still holding replicas: forgetting it is refused.
+    let resp = http.post(forget_url(x)).send().await?;
+    let code = resp.status().as_u16();
+    let text = resp.text().await?;
+    ensure!(
+        code == 409 && text.contains("still"),
+        "forget during the decommission: {code} {text}"
     );
     let started = Instant::now();
     let status_url = format!("{}/v1/decommission?node={x}", joiner.admin_url());
@@ -228,6 +250,36 @@ async fn scenario(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Fully decommissioned: forget it; the registry no longer lists it.
+    let resp = http.post(forget_url(x)).send().await?;
+    let code = resp.status().as_u16();
+    let text = resp.text().await?;
+    ensure!(code == 200, "forget after the decommission: {code} {text}");
+    let t = Instant::now();
+    loop {
+        let (_, nodes) = get_json(&http, &format!("{}/v1/nodes", joiner.admin_url())).await?;
+        let ids: Vec<u64> = nodes
+            .as_array()
+            .map(|a| a.iter().filter_map(|n| n["id"].as_u64()).collect())
+            .unwrap_or_default();
+        if !ids.contains(&(x as u64)) {
+            ensure!(ids.len() == 3, "registry after forget: {nodes}");
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(10),
+            "node {x} still registered after forget: {nodes}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = http.post(forget_url(x)).send().await?.status().as_u16();
+    ensure!(code == 404, "second forget: {code}");
+    let (code, _) = get_json(&http, &status_url).await?;
+    ensure!(
+        code == 404,
+        "decommission status of a forgotten node: {code}"
+    );
 
     // Writes went on; nothing acknowledged is lost.
     let stats = wl.join_writers(Duration::from_secs(90)).await?;

@@ -9,6 +9,11 @@
 //! members of their groups. Every acknowledged record must be read back through the new node
 //! and a survivor, identically, with a clean history. Finally the new node is restarted: it
 //! registers nothing new (idempotent) and is ready again.
+//!
+//! The cluster runs with the replica rebalancer switched off (`SPATE_REBALANCE__ENABLED=false`):
+//! this test is about placing new streams on a new node, and it checks the switch — node 3
+//! never receives a replica of the stream created before it joined. Rebalancing existing
+//! replicas onto a new node is `rebalance.rs`.
 
 use std::time::{Duration, Instant};
 
@@ -25,9 +30,12 @@ const NEW_ID: u64 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fourth_node_joins_as_non_voter_and_holds_new_replicas() {
-    let mut cluster = Cluster::start(ClusterOpts::default())
-        .await
-        .unwrap_or_else(|e| panic!("cluster start: {e:#}"));
+    let mut cluster = Cluster::start(ClusterOpts {
+        env: vec![("SPATE_REBALANCE__ENABLED".into(), "false".into())],
+        ..Default::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("cluster start: {e:#}"));
     let mut joiner = None;
     let res = tokio::time::timeout(
         Duration::from_secs(180),
@@ -213,5 +221,22 @@ async fn scenario(cluster: &mut Cluster, joiner_slot: &mut Option<Joiner>) -> Re
         .put_record(PROBE, "after-restart", b"again", None)
         .await
         .context("put through node 3 after its restart")?;
+
+    // The rebalancer is off: the stream created before the join never got a replica on it.
+    let all: Vec<serde_json::Value> = http.get(&url).send().await?.json().await?;
+    ensure!(
+        all.iter().all(|s| s["stream"] != BEFORE),
+        "node 3 holds a replica of {BEFORE} with rebalancing disabled: {all:?}"
+    );
+    let rb: serde_json::Value = http
+        .get(format!("{}/v1/rebalance", cluster.admin_url(survivor)))
+        .send()
+        .await?
+        .json()
+        .await?;
+    ensure!(
+        rb["params"]["enabled"] == false && rb["moves_started"] == 0,
+        "{rb}"
+    );
     Ok(())
 }

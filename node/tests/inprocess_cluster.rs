@@ -71,6 +71,7 @@ fn configs(dir: &Path, ports: &[Ports]) -> Vec<Config> {
                 ..Default::default()
             },
             autoscale: Default::default(),
+            rebalance: Default::default(),
         })
         .collect()
 }

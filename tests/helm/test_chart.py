@@ -54,6 +54,8 @@ def test_values_schema_accepts(value_set):
         {"podManagementPolicy": "OrderedReady"},
         {"image": {"repository": "x", "digest": "latest"}},
         {"pdb": {"maxUnavailable": 0}},
+        {"rebalance": {"maxMoves": 0}},
+        {"rebalance": {"enabled": "yes"}},
     ],
 )
 def test_values_schema_rejects(bad):
@@ -117,7 +119,7 @@ def test_config_lists_the_initial_voters(value_set):
     voters = values.get("cluster", {}).get("voters", 3)
     assert values.get("replicaCount", 3) >= voters
     cfg = _toml(values)
-    assert set(cfg) <= {"node", "listen", "cluster", "kinesis", "raft"}  # node rejects unknown keys
+    assert set(cfg) <= {"node", "listen", "cluster", "kinesis", "raft", "rebalance"}  # node rejects unknown keys
     peers = cfg["cluster"]["peers"]
     # Ordinals >= voters are not peers: they join as non-voters (cluster.advertise).
     assert [p["id"] for p in peers] == list(range(voters))
@@ -125,6 +127,12 @@ def test_config_lists_the_initial_voters(value_set):
         assert p["addr"] == f"{RELEASE}-{i}.{RELEASE}-headless.{NAMESPACE}.svc.cluster.local:7400"
     assert cfg["node"] == {"data_dir": "/var/lib/spate"}  # id/zone come from the environment
     assert len(cfg["kinesis"]["account_id"]) == 12
+
+
+def test_rebalance_toggle():
+    assert _toml({})["rebalance"] == {"enabled": True, "max_moves": 1}
+    off = _toml({"rebalance": {"enabled": False, "maxMoves": 3}})
+    assert off["rebalance"] == {"enabled": False, "max_moves": 3}
 
 
 def test_explicit_zones_in_peers_and_start_script():

@@ -9,6 +9,7 @@
 //! * [`membership`]: node self-registration and non-voting members beyond the initial voters.
 //! * [`mode`]: capacity-mode switches (UpdateStreamMode) and their rolling 24 h limit.
 //! * [`moves`]: replica moves between nodes and node decommissioning.
+//! * [`rebalance`]: the rebalancer's pure planner (existing replicas onto new nodes).
 
 pub mod autoscale;
 pub mod consumers;
@@ -16,6 +17,7 @@ pub mod handle;
 pub mod membership;
 pub mod mode;
 pub mod moves;
+pub mod rebalance;
 pub mod replace;
 pub mod reshard;
 pub mod settings;

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod efo;
 pub mod forward;
 pub mod moves;
+pub mod rebalance;
 mod records;
 mod reshard;
 pub mod router;

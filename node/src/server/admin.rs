@@ -5,7 +5,9 @@
 //! data-directory incarnation) and `/v1/drain` (move leadership away before
 //! stopping: `POST` starts draining and answers 200 once this node leads no group, 503 while
 //! it still leads some; `GET` reports without starting) and `/v1/decommission` (move every
-//! replica off a node before removing it, see `decommission`).
+//! replica off a node before removing it, see `decommission`), `/v1/rebalance` (replicas per
+//! node, moves in flight, the rebalancer's last decision) and `POST /v1/nodes/{id}/forget`
+//! (drop a fully decommissioned node from the registry; both in `rebalance`).
 
 use openraft::async_runtime::WatchReceiver;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub struct AdminState {
     pub drainer: Arc<Drainer>,
     /// Turns true when the node stops (ends the drain loop).
     pub stop: watch::Receiver<bool>,
+    /// The replica rebalancer's settings and last decision.
+    pub rebalance: Arc<crate::cluster::rebalance::RebalanceStatus>,
 }
 
 /// One node as `/v1/nodes` shows it.
@@ -54,6 +58,8 @@ pub struct NodeView {
     pub role: &'static str,
     /// Shard replicas placed on the node.
     pub replicas: usize,
+    /// Marked by `/v1/decommission` (it stays so until forgotten).
+    pub decommissioning: bool,
 }
 
 /// One hosted shard replica as `/v1/shards` shows it.
@@ -85,6 +91,8 @@ pub async fn serve(
             "/v1/decommission",
             post(super::decommission::start).get(super::decommission::get),
         )
+        .route("/v1/rebalance", get(super::rebalance::get))
+        .route("/v1/nodes/{id}/forget", post(super::rebalance::forget))
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -168,6 +176,7 @@ async fn nodes(State(st): State<AdminState>) -> Json<Vec<NodeView>> {
                     "none"
                 },
                 replicas: load.get(&n.id).copied().unwrap_or(0),
+                decommissioning: view.state.decommissioning.contains(&n.id),
             })
             .collect(),
     )
@@ -268,6 +277,32 @@ async fn metrics(State(st): State<AdminState>) -> Response {
             .iter()
             .map(|v| v.next_ordinal.saturating_sub(1) as i64)
             .sum(),
+    );
+    add(
+        &mut registry,
+        "replica_moves",
+        "Shard replica moves in flight in the cluster (rebalancing and decommissioning)",
+        view.state.replica_moves.len() as i64,
+    );
+    add(
+        &mut registry,
+        "rebalance_moves_started",
+        "Replica moves this node's rebalancer started (only the metadata leader plans)",
+        st.rebalance
+            .moves_started
+            .load(std::sync::atomic::Ordering::Relaxed) as i64,
+    );
+    let node_replicas =
+        prometheus_client::metrics::family::Family::<Vec<(String, String)>, Gauge>::default();
+    for (node, n) in view.state.replica_load() {
+        node_replicas
+            .get_or_create(&vec![("node".to_string(), node.to_string())])
+            .set(n as i64);
+    }
+    registry.register(
+        "node_replicas",
+        "Shard replicas placed on each registered node (from the metadata)",
+        node_replicas,
     );
     st.shards.capacity_metrics().register(&mut registry);
     let mut body = String::new();

@@ -29,6 +29,9 @@ pub struct Config {
     pub tls: TlsSection,
     #[serde(default)]
     pub auth: AuthSection,
+    /// The replica rebalancer (`docs/operations.md`, *Scale out / in*).
+    #[serde(default)]
+    pub rebalance: spate_control_plane::meta::rebalance::RebalanceParams,
 }
 
 /// The TLS listener of the Kinesis API (off unless `listen` is set).
@@ -233,6 +236,12 @@ impl Config {
                 "autoscale: need 0 < merge_threshold < split_threshold".into(),
             ));
         }
+        if self.rebalance.max_moves == 0 || self.rebalance.down_after_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "rebalance: max_moves and down_after_ms must be positive (or set enabled = false)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -335,6 +344,36 @@ peers = [
             assert_eq!(cfg.advertised_peer(), "127.0.0.1:7407");
             jail.create_file("bad3.toml", &format!("{SAMPLE}\n[limits]\nburst_ms = 0\n"))?;
             assert!(Config::load(Some(Path::new("bad3.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rebalancing_is_on_by_default_and_switchable() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("r.toml", SAMPLE)?;
+            let cfg = Config::load(Some(Path::new("r.toml"))).map_err(|e| e.to_string())?;
+            assert!(cfg.rebalance.enabled);
+            assert_eq!(cfg.rebalance.max_moves, 1);
+            jail.set_env("SPATE_REBALANCE__ENABLED", "false");
+            let cfg = Config::load(Some(Path::new("r.toml"))).map_err(|e| e.to_string())?;
+            assert!(!cfg.rebalance.enabled);
+            jail.create_file(
+                "r2.toml",
+                &format!("{SAMPLE}\n[rebalance]\nmax_moves = 2\ninterval_ms = 500\n"),
+            )?;
+            let cfg = Config::load(Some(Path::new("r2.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(
+                (cfg.rebalance.max_moves, cfg.rebalance.interval_ms),
+                (2, 500)
+            );
+            jail.create_file(
+                "r3.toml",
+                &format!("{SAMPLE}\n[rebalance]\nmax_moves = 0\n"),
+            )?;
+            assert!(Config::load(Some(Path::new("r3.toml"))).is_err());
+            jail.create_file("r4.toml", &format!("{SAMPLE}\n[rebalance]\nspeed = 3\n"))?;
+            assert!(Config::load(Some(Path::new("r4.toml"))).is_err());
             Ok(())
         });
     }

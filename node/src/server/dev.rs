@@ -52,6 +52,7 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
             auth: AuthSection::default(),
             limits: crate::shard::throttle::Limits::default(),
             autoscale: Default::default(),
+            rebalance: Default::default(),
         })
         .collect()
 }

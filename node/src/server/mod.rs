@@ -7,3 +7,4 @@ pub mod decommission;
 pub mod dev;
 pub mod drain;
 pub mod node;
+pub mod rebalance;

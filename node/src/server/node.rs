@@ -217,6 +217,11 @@ impl Node {
             meta.clone(),
             shards.clone(),
         )));
+        let rebalance = crate::cluster::rebalance::RebalanceStatus::new(cfg.rebalance);
+        tasks.push(tokio::spawn(crate::cluster::rebalance::run(
+            meta.clone(),
+            rebalance.clone(),
+        )));
         tasks.push(tokio::spawn(controller::retention(
             meta.clone(),
             shards.clone(),
@@ -265,6 +270,7 @@ impl Node {
             shards: shards.clone(),
             drainer: Drainer::new(id, meta.clone(), shards.clone()),
             stop: stop_rx.clone(),
+            rebalance,
         };
         let stop = stopped(stop_rx.clone());
         tasks.push(tokio::spawn(async move {
