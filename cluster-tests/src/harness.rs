@@ -9,6 +9,12 @@
 //! case the tail of every node's log is printed and the temp dir is kept for inspection.
 //! Clusters in one test binary run one at a time (a process-wide lock), to spare small CI
 //! machines.
+//!
+//! Clock faults: with [`ClusterOpts::faketime`], every node runs under Debian's libfaketime
+//! (`LD_PRELOAD`) reading a per-node offset file that [`Cluster::set_clock_offset`] rewrites
+//! (`+7200`, `-600`, seconds). Only `CLOCK_REALTIME` moves (`FAKETIME_DONT_FAKE_MONOTONIC=1`),
+//! like an NTP step or a resumed VM; the file is re-read at most once a second
+//! (`FAKETIME_CACHE_DURATION=1`), so a jump takes effect within a second.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -67,6 +73,28 @@ pub struct ClusterOpts {
     /// test's own sockets must then be created in the lab's client namespace (see
     /// [`crate::nemesis::run_in_lab`]). `None`: node i listens on 127.0.0.(i+1).
     pub net: Option<Arc<NetLab>>,
+    /// Run every node under libfaketime so that [`Cluster::set_clock_offset`] can step its
+    /// wall clock (ignored, with [`Cluster::clock_faults`] saying why, when the library is
+    /// missing).
+    pub faketime: bool,
+}
+
+/// Where Debian's `libfaketime` package puts the library.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// The libfaketime library to preload (`SPATE_LIBFAKETIME` overrides the Debian path), or
+/// why there is none.
+pub fn libfaketime() -> std::result::Result<PathBuf, String> {
+    let p =
+        PathBuf::from(std::env::var("SPATE_LIBFAKETIME").unwrap_or_else(|_| LIBFAKETIME.into()));
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} not found (apt-get install faketime, or set SPATE_LIBFAKETIME)",
+            p.display()
+        ))
+    }
 }
 
 impl Default for ClusterOpts {
@@ -77,6 +105,7 @@ impl Default for ClusterOpts {
             rust_log: std::env::var("SPATE_TEST_LOG").unwrap_or_else(|_| "info".into()),
             env: Vec::new(),
             net: None,
+            faketime: false,
         }
     }
 }
@@ -105,6 +134,8 @@ struct Node {
     admin: SocketAddr,
     config: PathBuf,
     log: PathBuf,
+    /// The libfaketime offset file (`FAKETIME_TIMESTAMP_FILE`) when clock faults are on.
+    clock_file: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -115,6 +146,8 @@ pub struct Cluster {
     opts: ClusterOpts,
     nodes: Vec<Node>,
     http: reqwest::Client,
+    /// The preloaded libfaketime, or why clock faults are off.
+    faketime: std::result::Result<PathBuf, String>,
     _slot: ClusterSlot,
 }
 
@@ -191,6 +224,17 @@ impl Cluster {
         let dir = tempfile::Builder::new()
             .prefix("spate-cluster-")
             .tempdir()?;
+        let faketime = if opts.faketime {
+            let lib = libfaketime();
+            if let Err(why) = &lib {
+                if std::env::var("SPATE_REQUIRE_FAKETIME").is_ok_and(|v| v == "1") {
+                    bail!("SPATE_REQUIRE_FAKETIME=1 but {why}");
+                }
+            }
+            lib
+        } else {
+            Err("clock faults not enabled for this cluster (ClusterOpts::faketime)".into())
+        };
         let mut nodes: Vec<Node> = Vec::with_capacity(opts.nodes);
         for i in 0..opts.nodes {
             let (ip, ports) = match &opts.net {
@@ -214,6 +258,9 @@ impl Cluster {
                 admin: SocketAddr::from((ip, ports[2])),
                 config: dir.path().join(format!("node{i}.toml")),
                 log: dir.path().join(format!("node{i}.log")),
+                clock_file: faketime
+                    .is_ok()
+                    .then(|| dir.path().join(format!("node{i}.faketime"))),
                 child: None,
             });
         }
@@ -242,6 +289,9 @@ impl Cluster {
                 peers.join(",\n  ")
             );
             std::fs::write(&n.config, toml)?;
+            if let Some(f) = &n.clock_file {
+                std::fs::write(f, "+0\n")?;
+            }
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
@@ -253,6 +303,7 @@ impl Cluster {
             opts,
             nodes,
             http,
+            faketime,
             _slot: slot,
         };
         for i in 0..c.nodes.len() {
@@ -332,6 +383,12 @@ impl Cluster {
         for (k, v) in &self.opts.env {
             cmd.env(k, v);
         }
+        if let (Ok(lib), Some(file)) = (&self.faketime, &n.clock_file) {
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", file)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
         let ns_fd = self.opts.net.as_ref().map(|lab| lab.node_ns_fd(i));
         // If the test process dies without running Drop, the kernel kills the node.
         // SAFETY: prctl and setns are async-signal-safe; nothing else runs between fork and
@@ -364,6 +421,36 @@ impl Cluster {
         if rc != 0 {
             bail!("kill({node}, {sig}): {}", std::io::Error::last_os_error());
         }
+        Ok(())
+    }
+
+    /// `Ok(())` when [`Cluster::set_clock_offset`] works here, else why not.
+    pub fn clock_faults(&self) -> std::result::Result<(), String> {
+        self.faketime.as_ref().map(|_| ()).map_err(Clone::clone)
+    }
+
+    /// Step a node's wall clock to `secs` seconds off the real time (0: back to real time),
+    /// effective within about a second; its monotonic clock does not move. Survives restarts
+    /// of the node until set back.
+    pub fn set_clock_offset(&self, node: usize, secs: i64) -> Result<()> {
+        if let Err(why) = &self.faketime {
+            bail!("clock faults unavailable: {why}");
+        }
+        let file = self.nodes[node]
+            .clock_file
+            .as_ref()
+            .ok_or_else(|| anyhow!("node {node} has no clock file"))?;
+        // Write and rename: libfaketime never reads a half-written file.
+        let tmp = file.with_extension("faketime.tmp");
+        std::fs::write(
+            &tmp,
+            format!(
+                "{}{}\n",
+                if secs < 0 { "-" } else { "+" },
+                secs.unsigned_abs()
+            ),
+        )?;
+        std::fs::rename(&tmp, file)?;
         Ok(())
     }
 

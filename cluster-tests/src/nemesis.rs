@@ -15,6 +15,12 @@
 //! a majority/minority split, a bridge node. One fault at a time; every fault is healed before
 //! the next starts.
 //!
+//! Clock jumps ([`FaultKind::ClockJump`], on a cluster started with
+//! [`ClusterOpts::faketime`]): the wall clock (only — not the monotonic clock) of a shard
+//! leader, the control-plane leader or a random node steps by minutes to ±25 h (past the
+//! default 24 h retention), holds, and steps back. Without libfaketime the step is skipped
+//! and the log says why.
+//!
 //! With [`ChaosOpts::reshard`], the [`crate::resharder`] resizes the stream (UpdateShardCount
 //! up and down, SplitShard + MergeShards) the whole time, concurrently with the faults; before
 //! every step the nemesis re-reads the open shards (targets and probes follow the resharding).
@@ -24,8 +30,7 @@
 //! step waits until the old id's replicas are rebuilt (on the new node) and the old id is out
 //! of the control plane.
 //!
-//! Not done (documented in docs/reliability.md): clock jumps (no libfaketime here),
-//! latency/loss (no `sch_netem` in this kernel).
+//! Not done (documented in docs/reliability.md): latency/loss (no `sch_netem` in this kernel).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -73,7 +78,13 @@ pub enum FaultKind {
     /// on the empty disk, rejoins under a new node id and the old id's replicas are rebuilt
     /// on it (the step ends once the old id holds nothing).
     DiskLoss,
+    /// Step the wall clock of a shard leader, the control-plane leader or a random node by
+    /// one of [`CLOCK_JUMPS_S`], hold, step it back.
+    ClockJump,
 }
+
+/// Clock jump sizes in seconds: minutes to beyond the 24 h default retention, both ways.
+pub const CLOCK_JUMPS_S: &[i64] = &[300, -600, 7_200, -7_200, 90_000, -90_000];
 
 impl FaultKind {
     /// Faults that need no root (process signals only).
@@ -96,6 +107,10 @@ impl FaultKind {
         FaultKind::Bridge,
     ];
 
+    /// Faults that need libfaketime ([`ClusterOpts::faketime`]); skipped, with the reason
+    /// printed, where it is missing.
+    pub const CLOCK: &'static [FaultKind] = &[FaultKind::ClockJump];
+
     /// Short name for logs and tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -112,6 +127,7 @@ impl FaultKind {
             FaultKind::MajoritySplit => "majority-split",
             FaultKind::Bridge => "bridge",
             FaultKind::DiskLoss => "disk-loss",
+            FaultKind::ClockJump => "clock-jump",
         }
     }
 
@@ -128,6 +144,7 @@ impl FaultKind {
             | FaultKind::DiskLoss => (1_000, 4_000),
             FaultKind::PauseShardLeader | FaultKind::PauseRandom => (3_000, 6_000),
             FaultKind::Restart => (0, 0),
+            FaultKind::ClockJump => (4_000, 8_000),
             _ => (3_000, 8_000),
         }
     }
@@ -192,6 +209,7 @@ impl Schedule {
     /// The faults usable on this cluster.
     pub fn kinds_for(cluster: &Cluster) -> Vec<FaultKind> {
         let mut k = FaultKind::PROCESS.to_vec();
+        k.extend_from_slice(FaultKind::CLOCK);
         if cluster.net().is_some() {
             k.extend_from_slice(FaultKind::NETWORK);
         }
@@ -226,6 +244,8 @@ pub struct Nemesis<'a> {
     pub recorder: Arc<Recorder>,
     pub events: Vec<FaultEvent>,
     paused: BTreeSet<usize>,
+    /// Nodes whose wall clock is off.
+    jumped: BTreeSet<usize>,
     /// Starting hash key of every shard (for probes with `ExplicitHashKey`).
     probe_keys: BTreeMap<String, String>,
 }
@@ -244,6 +264,7 @@ impl<'a> Nemesis<'a> {
             recorder,
             events: Vec::new(),
             paused: BTreeSet::new(),
+            jumped: BTreeSet::new(),
             probe_keys: BTreeMap::new(),
         }
     }
@@ -525,6 +546,7 @@ impl<'a> Nemesis<'a> {
                     rebuilt.0, rebuilt.1
                 );
             }
+            FaultKind::ClockJump => self.clock_jump(&mut ev, s, hold).await?,
             kind => {
                 debug_assert!(kind.is_network());
                 let lab = self.lab()?;
@@ -644,13 +666,55 @@ impl<'a> Nemesis<'a> {
         }
     }
 
+    /// [`FaultKind::ClockJump`]: `pick2 % 3` picks the target (a shard leader, the
+    /// control-plane leader, a random node), `pick2 / 3` the size; probes write through every
+    /// node meanwhile (the node keeps serving).
+    async fn clock_jump(&mut self, ev: &mut FaultEvent, s: &Step, hold: Duration) -> Result<()> {
+        let secs = CLOCK_JUMPS_S[(s.pick2 / 3) as usize % CLOCK_JUMPS_S.len()];
+        let target = match s.pick2 % 3 {
+            0 => {
+                let (shard, l) = self.shard_leader(s.pick).await;
+                ev.shard = Some(shard);
+                l.unwrap_or_else(|| self.random_node(s.pick))
+            }
+            1 => match self.cluster.find_meta_leader().await {
+                Some(l) => {
+                    ev.note = "meta leader;".into();
+                    l
+                }
+                None => self.random_node(s.pick),
+            },
+            _ => self.random_node(s.pick),
+        };
+        ev.nodes = vec![target];
+        if let Err(why) = self.cluster.clock_faults() {
+            ev.start_ms = self.recorder.now_ms();
+            ev.end_ms = ev.start_ms;
+            ev.note = format!("SKIPPED (no clock jump {secs:+} s): {why}");
+            return Ok(());
+        }
+        self.cluster.set_clock_offset(target, secs)?;
+        self.jumped.insert(target);
+        ev.start_ms = self.recorder.now_ms();
+        ev.note = format!("{} wall clock {secs:+} s", ev.note);
+        self.hold_probing(ev, &[], hold).await;
+        self.cluster.set_clock_offset(target, 0)?;
+        self.jumped.remove(&target);
+        ev.end_ms = self.recorder.now_ms();
+        Ok(())
+    }
+
     /// Run a whole schedule, printing the fault log as it goes.
     pub async fn run(&mut self, sched: &Schedule) -> Result<()> {
         eprintln!(
-            "nemesis: seed {} ({} steps, network faults: {})",
+            "nemesis: seed {} ({} steps, network faults: {}, clock jumps: {})",
             sched.seed,
             sched.steps.len(),
-            self.cluster.net().is_some()
+            self.cluster.net().is_some(),
+            match self.cluster.clock_faults() {
+                Ok(()) => "libfaketime".to_string(),
+                Err(why) => format!("SKIPPED: {why}"),
+            }
         );
         for (i, s) in sched.steps.iter().enumerate() {
             self.refresh_shards().await;
@@ -683,6 +747,9 @@ impl<'a> Nemesis<'a> {
         }
         for p in std::mem::take(&mut self.paused) {
             let _ = self.cluster.resume(p);
+        }
+        for j in std::mem::take(&mut self.jumped) {
+            self.cluster.set_clock_offset(j, 0)?;
         }
         for i in 0..self.cluster.len() {
             if !self.cluster.is_running(i) {
@@ -921,6 +988,7 @@ pub struct ChaosResult {
 pub async fn chaos_scenario(net: Option<Arc<NetLab>>, o: &ChaosOpts) -> Result<ChaosResult> {
     let mut cluster = Cluster::start(ClusterOpts {
         net,
+        faketime: true,
         ..ClusterOpts::default()
     })
     .await
@@ -1248,6 +1316,7 @@ mod tests {
     fn schedules_are_reproducible() {
         let kinds: Vec<FaultKind> = FaultKind::PROCESS
             .iter()
+            .chain(FaultKind::CLOCK)
             .chain(FaultKind::NETWORK)
             .copied()
             .collect();
@@ -1268,6 +1337,25 @@ mod tests {
         let short = Schedule::generate(1, &kinds, 1000, Duration::from_secs(60));
         let total: u64 = short.steps.iter().map(|s| s.hold_ms + s.quiet_ms).sum();
         assert!(total < 60_000 + 12_000, "budget respected: {total}");
+    }
+
+    #[test]
+    fn chaos_short_schedule_covers_every_kind() {
+        // chaos_short: seed 7, 14 faults, 120 s; every kind, the clock jump included.
+        let kinds: Vec<FaultKind> = FaultKind::PROCESS
+            .iter()
+            .chain(FaultKind::CLOCK)
+            .chain(FaultKind::NETWORK)
+            .copied()
+            .collect();
+        for k in [
+            kinds.clone(),
+            [FaultKind::PROCESS, FaultKind::CLOCK].concat(),
+        ] {
+            let s = Schedule::generate(7, &k, 14, Duration::from_secs(120));
+            let seen: BTreeSet<FaultKind> = s.steps.iter().map(|s| s.kind).collect();
+            assert_eq!(seen.len(), k.len(), "{s:?}");
+        }
     }
 
     #[test]

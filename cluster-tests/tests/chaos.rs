@@ -1,11 +1,12 @@
 //! Chaos: the workload (writers logging every attempt, tailing readers) under a seeded nemesis
-//! schedule of kills, pauses, restarts and — as root with `ip netns` + nftables — partitions;
+//! schedule of kills, pauses, restarts, wall-clock jumps (libfaketime; skipped with the reason
+//! printed where it is missing) and — as root with `ip netns` + nftables — partitions;
 //! then heal, wait for every replica to agree, read everything through every node and check the
 //! history (0 lost, 0 vanished, strictly increasing sequence numbers, per-key order, no
 //! unexplained duplicates). Prints failover times and unavailability windows per fault kind.
 //!
-//! * `chaos_short` (CI, ~3 min): 13 faults, every kind once (SIGTERM restarts and a disk loss
-//!   included), with
+//! * `chaos_short` (CI, ~3 min): 14 faults, every kind once (SIGTERM restarts, a disk loss and
+//!   a clock jump included), with
 //!   the resharder (UpdateShardCount up and down, SplitShard, MergeShards) running the whole
 //!   time: lineage is checked after every resharding step and in the final read.
 //! * `chaos_long` runs only with `SPATE_CHAOS_LONG=1`: `SPATE_CHAOS_MINUTES` (default 30) of
@@ -54,7 +55,7 @@ fn chaos_short() {
     run(
         ChaosOpts {
             seed: seed(7),
-            max_faults: 13,
+            max_faults: 14,
             budget: Duration::from_secs(120),
             stream: "chaos".into(),
             shards: 2,

@@ -367,12 +367,10 @@ pub fn expected_signature(
     let k_signing = hmac(&k_service, b"aws4_request");
     hex::encode(hmac(&k_signing, to_sign.as_bytes()))
 }
-/// Now, epoch seconds.
+/// Now, epoch seconds, in cluster time ([`crate::cluster::clock`]): a node whose own clock
+/// stepped does not reject every signed request as skewed.
 pub fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    (crate::cluster::clock::now_ms() / 1000) as i64
 }
 
 /// Adds the CORS headers every response carries.

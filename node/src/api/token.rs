@@ -3,8 +3,6 @@
 //! expire after 300 s (`ExpiredNextTokenException`); anything undecodable is an
 //! `InvalidArgumentException`.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
@@ -48,11 +46,10 @@ struct Envelope<T> {
     p: T,
 }
 
+/// Cluster time, epoch ms ([`crate::cluster::clock`]): a token issued by one node is judged
+/// by another, so both use the cluster's time, not their own wall clocks.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::cluster::clock::now_ms()
 }
 
 /// Issues a token of `kind` carrying `payload`, stamped `now_ms`.

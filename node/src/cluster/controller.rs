@@ -157,7 +157,10 @@ async fn expire(
     timing: ControlTiming,
 ) {
     let retention_ms = stream.retention_hours as u64 * timing.retention_hour_ms;
-    let now = now_ms();
+    // Agreed cluster time, like trimming: one wrong clock does not expire shards early.
+    let Some(now) = crate::cluster::clock::agreed_now_ms() else {
+        return;
+    };
     for shard in stream
         .shards
         .iter()
@@ -182,8 +185,23 @@ async fn expire(
     }
 }
 
+/// The trim cutoff of a stream with `retention_hours` at agreed cluster time `agreed_now_ms`
+/// (records that arrived before it are past retention).
+pub fn retention_cutoff(agreed_now_ms: u64, retention_hours: u32, timing: ControlTiming) -> u64 {
+    agreed_now_ms.saturating_sub(retention_hours as u64 * timing.retention_hour_ms)
+}
+
 /// On every node: the shard groups this node leads trim records past their stream's
 /// retention period.
+///
+/// Invariant: **no single node's wall clock can trim a record that is still inside
+/// retention.** The cutoff is computed from agreed cluster time
+/// ([`crate::cluster::clock::agreed_now_ms`]: the lower median of this node's clock and
+/// fresh, monotonically extrapolated readings of the other nodes' clocks, from a majority of
+/// the registered nodes), never from the leader's own wall clock; arrival times are cluster
+/// time as well. A shard leader whose clock jumps 25 h ahead therefore trims exactly what a
+/// correct clock would (a leader cut off from the majority trims nothing), and a wrong clock
+/// elsewhere is outvoted. Apply stays deterministic: the cutoff travels in the `Trim` entry.
 pub async fn retention(meta: MetaHandle, shards: Arc<ShardManager>, timing: ControlTiming) {
     let period = Duration::from_millis((timing.retention_hour_ms / 60).clamp(200, 30_000));
     let mut tick = tokio::time::interval(period);
@@ -203,8 +221,11 @@ pub async fn retention(meta: MetaHandle, shards: Arc<ShardManager>, timing: Cont
             else {
                 continue;
             };
-            let cutoff =
-                now_ms().saturating_sub(stream.retention_hours as u64 * timing.retention_hour_ms);
+            let Some(now) = crate::cluster::clock::agreed_now_ms() else {
+                tracing::debug!(group = replica.group, "retention: no agreed cluster time");
+                continue;
+            };
+            let cutoff = retention_cutoff(now, stream.retention_hours, timing);
             let first = replica.progress.trim_ordinal();
             let oldest = match replica.store.read(first, 1, usize::MAX) {
                 Ok(r) => r.first().map(|r| r.record.arrival_ms),

@@ -1,5 +1,6 @@
 //! Serves requests other nodes forward here: shard requests for groups hosted on this node,
-//! and metadata commands when this node leads the metadata group.
+//! metadata commands when this node leads the metadata group, and wall-clock samples
+//! ([`crate::cluster::clock::CLOCK_GROUP`]).
 
 use std::sync::Arc;
 
@@ -29,6 +30,9 @@ impl ForwardHandler for NodeForward {
         group: GroupId,
         payload: Vec<u8>,
     ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
+        if group == crate::cluster::clock::CLOCK_GROUP {
+            return Box::pin(async { crate::cluster::clock::answer_sample() });
+        }
         let shards = self.shards.clone();
         Box::pin(async move {
             let req: ShardRequest = decode(&payload).map_err(bad)?;

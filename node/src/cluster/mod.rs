@@ -3,6 +3,7 @@
 //! requests to leaders, and issues/decodes iterator tokens with the cluster's keys.
 
 pub mod autoscaler;
+pub mod clock;
 pub mod controller;
 pub mod efo;
 pub mod forward;

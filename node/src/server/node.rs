@@ -46,6 +46,8 @@ pub struct Node {
     flusher: Flusher,
     registry: Arc<GroupRegistry>,
     db: Arc<rocksdb::DB>,
+    /// This node's cluster time (the process-wide clock functions use it while it lives).
+    _clock: Arc<crate::cluster::clock::ClusterClock>,
 }
 
 /// A future that resolves once `rx` turns true.
@@ -136,6 +138,16 @@ impl Node {
         }
         let meta = MetaHandle::new(meta_raft.clone(), view_rx, peers.clone());
         tasks.push(tokio::spawn(track_incarnations(
+            meta.clone(),
+            peers.clone(),
+        )));
+
+        // Cluster time: every other node's wall clock, sampled and outvoting a wrong one.
+        let clock = crate::cluster::clock::ClusterClock::new(id);
+        clock.set_known(cfg.cluster.peers.len());
+        crate::cluster::clock::install(&clock);
+        tasks.push(tokio::spawn(crate::cluster::clock::run_sampler(
+            Arc::downgrade(&clock),
             meta.clone(),
             peers.clone(),
         )));
@@ -290,6 +302,7 @@ impl Node {
             flusher,
             registry,
             db,
+            _clock: clock,
         })
     }
 
@@ -306,6 +319,7 @@ impl Node {
             flusher,
             registry,
             db,
+            _clock,
         } = self;
         let _ = stop_tx.send(true);
         shards.shutdown().await;

@@ -3,10 +3,8 @@
 //! A few batches may be in flight at once so that replication of one overlaps the next.
 //! The queue is bounded; a full queue answers with a throttling reply, never grows.
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use openraft::errors::{ClientWriteError, RaftError};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::replica::ShardReply;
@@ -27,11 +25,10 @@ pub struct PutJob {
     pub reply: oneshot::Sender<ShardReply>,
 }
 
+/// Cluster time, epoch ms ([`crate::cluster::clock`]): arrival times, seal times and
+/// everything else other nodes judge use it, never one node's raw wall clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    crate::cluster::clock::now_ms()
 }
 
 /// Starts the batcher of one shard group; returns its queue.
