@@ -13,8 +13,10 @@
 //! again with the same configuration. It must come back as node 3; node 0 must be
 //! decommissioned automatically; node 3 must end up holding a replica of every shard and
 //! a control-plane vote; every acknowledged record must be read back identically through
-//! every node with a clean history; no node may panic; and with node 1 then SIGKILLed,
-//! every shard must still take writes (node 3's replicas count in the quorum).
+//! every node with a clean history; no node may panic. Then the same disk is lost again: the
+//! node (still configured as node 0) must replace node 3 — the last of the chain — as node 4.
+//! Finally, with node 1 SIGKILLed, every shard must still take writes (the replacement's
+//! replicas count in the quorum).
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +57,37 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, serde_json:
     let text = resp.text().await?;
     let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     Ok((code, body))
+}
+
+/// Waits until `old` is decommissioned without anyone asking, holds nothing and has left the
+/// control plane, and `new_id` is a control-plane voter.
+async fn wait_replaced(
+    cluster: &Cluster,
+    http: &reqwest::Client,
+    old: u64,
+    new_id: u64,
+) -> Result<()> {
+    let admin = cluster.admin_url(1);
+    let started = Instant::now();
+    loop {
+        let (code, st) = get_json(http, &format!("{admin}/v1/decommission?node={old}")).await?;
+        let (_, nodes) = get_json(http, &format!("{admin}/v1/nodes")).await?;
+        let voter = nodes
+            .as_array()
+            .is_some_and(|a| a.iter().any(|n| n["id"] == new_id && n["role"] == "voter"));
+        if code == 200 && st["meta_role"] == "none" && voter {
+            eprintln!(
+                "node {old} replaced by {new_id} in {:?}: {st}",
+                started.elapsed()
+            );
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "node {old} not replaced by {new_id} after 120 s: decommission {code} {st}; nodes {nodes}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn panics_in_logs(cluster: &Cluster) -> Vec<String> {
@@ -120,27 +153,7 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
     eprintln!("node {LOST} came back on an empty disk as node {new_id}");
     ensure!(new_id == 3, "the replacement took id {new_id}, expected 3");
 
-    // Node 0 is decommissioned without anyone asking; node 3 takes its replicas and vote.
-    let admin = cluster.admin_url(1);
-    let started = Instant::now();
-    loop {
-        let (code, st) = get_json(&http, &format!("{admin}/v1/decommission?node={LOST}")).await?;
-        let (_, nodes) = get_json(&http, &format!("{admin}/v1/nodes")).await?;
-        let voter = |id: u64| {
-            nodes
-                .as_array()
-                .is_some_and(|a| a.iter().any(|n| n["id"] == id && n["role"] == "voter"))
-        };
-        if code == 200 && st["meta_role"] == "none" && voter(new_id) {
-            eprintln!("replaced in {:?}: {st}", started.elapsed());
-            break;
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(120),
-            "node {LOST} not replaced after 120 s: decommission {code} {st}; nodes {nodes}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    wait_replaced(cluster, &http, LOST as u64, new_id).await?;
 
     // Nothing acknowledged is lost; every node serves the same records.
     let stats = wl.join_writers(Duration::from_secs(90)).await?;
@@ -200,7 +213,51 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
     let panics = panics_in_logs(cluster);
     ensure!(panics.is_empty(), "panics: {panics:?}");
 
-    // Node 3's replicas count: with node 1 gone, every shard still takes writes.
+    // The same disk is lost again: the node still starts with configured id 0, but the node
+    // to replace now is 3 (0 was replaced by 3 before), and it comes back as 4.
+    cluster.kill(LOST)?;
+    cluster.wipe(LOST)?;
+    cluster.start_node(LOST)?;
+    cluster.wait_ready(LOST, Duration::from_secs(60)).await?;
+    let newer = cluster.refresh_node_id(LOST).await?;
+    ensure!(
+        newer == 4,
+        "the second replacement took id {newer}, expected 4"
+    );
+    wait_replaced(cluster, &http, new_id, newer).await?;
+    let want = vec![1u64, 2, newer];
+    let t = Instant::now();
+    loop {
+        let mut ok = true;
+        for n in 0..cluster.len() {
+            for r in cluster
+                .shards(n)
+                .await?
+                .iter()
+                .filter(|s| s.stream == STREAM)
+            {
+                let mut m = r.members.clone();
+                m.sort_unstable();
+                ok &= m == want;
+            }
+        }
+        if ok {
+            break;
+        }
+        ensure!(
+            t.elapsed() < Duration::from_secs(30),
+            "members after the second loss are not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let again = final_read(&cluster.client(LOST), STREAM).await?;
+    let total_again: usize = again.iter().map(|s| s.records.len()).sum();
+    ensure!(
+        total_again == total,
+        "{total_again} records after the second loss, expected {total}"
+    );
+
+    // The replacement's replicas count: with node 1 gone, every shard still takes writes.
     cluster.kill(1)?;
     let survivor = cluster.client(LOST);
     let listed = survivor.list_shards(STREAM).await?;

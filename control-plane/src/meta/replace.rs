@@ -60,7 +60,10 @@ impl MetaState {
     }
 
     /// `ReplaceNode`: admits a node with incarnation `inc` under a new id in place of `old`
-    /// (idempotent: the same incarnation gets the same id) and decommissions `old`.
+    /// (idempotent: the same incarnation gets the same id) and decommissions `old`. `old` is
+    /// the starting node's configured id; if it was replaced before, the node that lost its
+    /// disk now is the last in that chain of replacements (a pod whose volume is lost twice:
+    /// 1 → 4, then 4 → 5), and that one is decommissioned.
     pub(crate) fn replace_node(
         &mut self,
         old: u64,
@@ -79,6 +82,15 @@ impl MetaState {
                 "node {old} is not registered"
             )));
         }
+        let mut old = old;
+        let mut hops = 0;
+        while let Some(next) = self.replaced_by.get(&old) {
+            if !self.nodes.contains_key(next) || hops > self.replaced_by.len() {
+                break; // the successor was forgotten: replace the last one still known
+            }
+            old = *next;
+            hops += 1;
+        }
         let next_free = self.nodes.keys().next_back().map_or(0, |k| k + 1);
         let id = self.next_node_id.max(next_free);
         self.next_node_id = id + 1;
@@ -92,6 +104,7 @@ impl MetaState {
             },
         );
         self.decommissioning.insert(old);
+        self.replaced_by.insert(old, id);
         self.epoch += 1;
         MetaResponse::NodeAdmitted { id }
     }
@@ -391,23 +404,27 @@ mod tests {
         assert_eq!(st.apply(&cmd), MetaResponse::NodeAdmitted { id: 3 });
         assert_eq!(st.nodes.len(), 4);
         assert_eq!(st.identify(0), known(Some(10), true));
-        // The replacement loses its disk too: it is replaced by a fresh id in turn.
+        // The replacement loses its disk too. It starts with the same configuration, so it
+        // names its configured id 0 again: the node replaced now is 3, the last of the chain.
         let again = MetaCommand::ReplaceNode {
-            old: 3,
+            old: 0,
             zone: "az-0".into(),
             peer_addr: "n0:7400".into(),
             incarnation: 100,
         };
         assert_eq!(st.apply(&again), MetaResponse::NodeAdmitted { id: 4 });
-        // Ids are never reused, even after the highest one is forgotten.
+        assert!(st.decommissioning.contains(&3), "{:?}", st.decommissioning);
+        // Ids are never reused, even after the highest one is forgotten; a forgotten
+        // successor ends the chain at the last node still registered.
         st.nodes.remove(&4);
         let third = MetaCommand::ReplaceNode {
-            old: 3,
+            old: 0,
             zone: "az-0".into(),
             peer_addr: "n0:7400".into(),
             incarnation: 101,
         };
         assert_eq!(st.apply(&third), MetaResponse::NodeAdmitted { id: 5 });
+        assert_eq!(st.replaced_by.get(&3), Some(&5));
         // Unknown old id.
         let unknown = MetaCommand::ReplaceNode {
             old: 42,

@@ -182,6 +182,8 @@ pub struct MetaState {
     pub decommissioning: std::collections::BTreeSet<u64>,
     /// Lower bound of the next node id handed to a replacement node (see `replace`).
     pub next_node_id: u64,
+    /// Node replacements after disk losses, old id → the id that replaced it (see `replace`).
+    pub replaced_by: BTreeMap<u64, u64>,
 }
 
 /// Commands of the metadata group.
