@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Size of the chunks a snapshot is produced and sent in.
 pub const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -25,9 +25,33 @@ pub enum SnapshotData {
     /// The whole payload in memory (metadata group; small received snapshots).
     Bytes(Vec<u8>),
     /// Produced on demand in chunks (bounded channel); an `Err` item aborts the snapshot.
-    Stream(mpsc::Receiver<io::Result<Vec<u8>>>),
+    Stream(ChunkStream),
     /// Received and spooled to disk; the file is deleted when this value is dropped.
     File(SpoolFile),
+}
+
+/// The receiving end of a produced payload. The producer is told to start only when the
+/// first chunk is asked for, so a snapshot whose payload is never read (openraft keeps only
+/// the meta of a freshly built one) costs no reading at all.
+pub struct ChunkStream {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    start: Option<oneshot::Sender<()>>,
+}
+
+impl ChunkStream {
+    /// Chunks arrive on `rx`; `start` (if any) is fired on the first read.
+    pub fn new(
+        rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+        start: Option<oneshot::Sender<()>>,
+    ) -> Self {
+        Self { rx, start }
+    }
+
+    fn begin(&mut self) {
+        if let Some(s) = self.start.take() {
+            let _ = s.send(());
+        }
+    }
 }
 
 impl std::fmt::Debug for SnapshotData {
@@ -51,7 +75,10 @@ impl SnapshotData {
                 let rest = b.split_off(b.len().min(SNAPSHOT_CHUNK));
                 Ok(Some(std::mem::replace(b, rest)))
             }
-            SnapshotData::Stream(rx) => rx.recv().await.transpose(),
+            SnapshotData::Stream(s) => {
+                s.begin();
+                s.rx.recv().await.transpose()
+            }
             SnapshotData::File(f) => {
                 let mut buf = vec![0u8; SNAPSHOT_CHUNK];
                 let n = read_full(&mut f.file, &mut buf)?;
@@ -126,9 +153,10 @@ impl Read for SnapshotReader {
                 self.pos += n;
                 Ok(n)
             }
-            SnapshotData::Stream(rx) => {
+            SnapshotData::Stream(s) => {
+                s.begin();
                 while self.pos == self.pending.len() {
-                    match rx.blocking_recv() {
+                    match s.rx.blocking_recv() {
                         None => return Ok(0),
                         Some(chunk) => {
                             self.pending = chunk?;
@@ -293,7 +321,7 @@ mod tests {
                 tx.send(Ok(c.to_vec())).await.unwrap();
             }
         });
-        let got = SnapshotData::Stream(rx)
+        let got = SnapshotData::Stream(ChunkStream::new(rx, None))
             .into_bytes(payload.len())
             .await
             .unwrap();

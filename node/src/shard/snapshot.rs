@@ -44,7 +44,7 @@ use rocksdb::{Direction, FlushOptions, IteratorMode, ReadOptions, WriteBatch, DB
 use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::codec::{decode_io, encode_io};
 use spate_control_plane::raft::db::{group_prefix, read_u64, CF_SHARD_DATA, CF_SHARD_STATE};
-use spate_control_plane::raft::snapshot::{SnapshotReader, SNAPSHOT_CHUNK};
+use spate_control_plane::raft::snapshot::{ChunkStream, SnapshotReader, SNAPSHOT_CHUNK};
 use spate_control_plane::raft::GroupId;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
@@ -120,16 +120,18 @@ fn covered(suffix: &[u8], h: &Header) -> bool {
     }
 }
 
-/// Starts producing the snapshot payload of `group` on a thread of its own. The header is
-/// read and a RocksDB snapshot taken under the state machine lock, so the payload matches
-/// the returned header exactly. The thread stops as soon as the receiver is dropped.
+/// Prepares the snapshot payload of `group` on a thread of its own. The header is read and a
+/// RocksDB snapshot taken under the state machine lock, so the payload matches the returned
+/// header exactly. The thread reads data only once the payload's first chunk is asked for,
+/// and stops as soon as the payload is dropped.
 pub(super) async fn spawn_stream(
     db: Arc<DB>,
     group: GroupId,
     header: Arc<Mutex<Header>>,
-) -> io::Result<(Header, mpsc::Receiver<io::Result<Vec<u8>>>)> {
+) -> io::Result<(Header, ChunkStream)> {
     let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
     let (h_tx, h_rx) = oneshot::channel();
+    let (start_tx, start_rx) = oneshot::channel::<()>();
     std::thread::Builder::new()
         .name(format!("spate-snap-{group}"))
         .spawn(move || {
@@ -137,8 +139,8 @@ pub(super) async fn spawn_stream(
             let h = guard.clone();
             let snap = db.snapshot();
             drop(guard);
-            if h_tx.send(h.clone()).is_err() {
-                return;
+            if h_tx.send(h.clone()).is_err() || start_rx.blocking_recv().is_err() {
+                return; // never read
             }
             let produced = (|| -> io::Result<()> {
                 let cf = db
@@ -200,7 +202,7 @@ pub(super) async fn spawn_stream(
     let h = h_rx
         .await
         .map_err(|_| io_err("snapshot producer stopped"))?;
-    Ok((h, rx))
+    Ok((h, ChunkStream::new(rx, Some(start_tx))))
 }
 
 /// Flushes the state machine's column families (atomically, waiting for the flush): after
