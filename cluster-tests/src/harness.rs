@@ -122,6 +122,15 @@ pub struct ShardReplica {
     /// The next ordinal the replica's state machine will assign (absent on old servers).
     #[serde(default)]
     pub next_ordinal: Option<u64>,
+    /// Index of the last purged entry of the replica's Raft log (0: none).
+    #[serde(default)]
+    pub log_purged: u64,
+    /// Index of the replica's last log entry.
+    #[serde(default)]
+    pub log_last: u64,
+    /// Index covered by the replica's last snapshot (0: none).
+    #[serde(default)]
+    pub snapshot_index: u64,
 }
 
 struct Node {

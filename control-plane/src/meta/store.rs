@@ -2,7 +2,7 @@
 //! maps) is written to `meta_sm` after every applied batch, in one RocksDB write with the
 //! applied log id and membership, and published on a watch channel as the node's shard map.
 
-use std::io::{self, Cursor};
+use std::io;
 use std::sync::Arc;
 
 use futures::{Stream, TryStreamExt};
@@ -19,6 +19,9 @@ use super::MetaTypeConfig as C;
 use crate::raft::codec::{decode_io, encode_io};
 use crate::raft::db::CF_META_SM;
 use crate::raft::{io_err, SnapshotData};
+
+/// Largest metadata snapshot accepted (the metadata state is small).
+const MAX_META_SNAPSHOT: usize = 256 << 20;
 
 const KEY_IMAGE: &[u8] = b"image";
 
@@ -95,7 +98,7 @@ impl MetaStore {
         };
         Ok(SnapshotOf::<C, SnapshotData> {
             meta,
-            snapshot: Cursor::new(encode_io(&image.state)?),
+            snapshot: SnapshotData::Bytes(encode_io(&image.state)?),
         })
     }
 }
@@ -159,7 +162,7 @@ impl RaftStateMachine<C> for MetaStore {
         meta: &SnapshotMetaOf<C>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        let state: MetaState = decode_io(snapshot.get_ref())?;
+        let state: MetaState = decode_io(&snapshot.into_bytes(MAX_META_SNAPSHOT).await?)?;
         let mut image = self.image.lock().await;
         *image = Image {
             last_applied: meta.last_log_id,

@@ -9,6 +9,7 @@ pub mod log_store;
 pub mod network;
 pub mod registry;
 pub mod service;
+pub mod snapshot;
 
 use std::sync::Arc;
 
@@ -19,8 +20,8 @@ pub type NodeId = u64;
 /// The group id of the control-plane metadata group.
 pub const META_GROUP: GroupId = 0;
 
-/// Snapshot payload type of every group: the serialized state, streamed in chunks.
-pub type SnapshotData = std::io::Cursor<Vec<u8>>;
+/// Snapshot payload type of every group (see [`snapshot`]).
+pub use snapshot::SnapshotData;
 
 /// Timing knobs of Raft groups, sized so that hundreds of groups per node stay cheap.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
@@ -34,6 +35,12 @@ pub struct RaftTuning {
     pub election_max_ms: u64,
     /// Snapshot the metadata group after this many log entries since the last one.
     pub snapshot_logs: u64,
+    /// Snapshot a shard group (flush its state machine, then purge its log) once this many
+    /// bytes were applied since its last snapshot (see `spate_node::shard::store`).
+    pub shard_snapshot_bytes: u64,
+    /// Log entries a shard group keeps below its last snapshot, so that a briefly lagging
+    /// follower catches up by log replay rather than by a full snapshot.
+    pub shard_log_keep: u64,
 }
 
 impl Default for RaftTuning {
@@ -43,14 +50,18 @@ impl Default for RaftTuning {
             election_min_ms: 600,
             election_max_ms: 900,
             snapshot_logs: 1_000,
+            shard_snapshot_bytes: 32 << 20,
+            shard_log_keep: 256,
         }
     }
 }
 
 impl RaftTuning {
-    /// The openraft config for one group. Groups whose snapshot is the whole data set
-    /// (shards) pass `snapshots = false`: they catch up by log replay and their log is
-    /// purged only by retention.
+    /// The openraft config for one group. The metadata group (`snapshots = true`) snapshots
+    /// every `snapshot_logs` entries. Shard groups (`snapshots = false`) have no openraft
+    /// policy: their state machine asks for a snapshot by applied bytes (the replica calls
+    /// `Raft::trigger().snapshot()`), and openraft then purges their log up to
+    /// `shard_log_keep` entries below it.
     pub fn config(
         &self,
         cluster_name: &str,
@@ -68,7 +79,7 @@ impl RaftTuning {
             election_timeout_max: self.election_max_ms,
             enable_pre_vote: Some(true),
             snapshot_policy,
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: if snapshots { 1000 } else { self.shard_log_keep },
             max_payload_entries: 256,
             install_snapshot_timeout: 10_000,
             ..Default::default()

@@ -25,8 +25,8 @@ use super::codec::{decode, encode};
 use super::identity::PeerIncarnations;
 use super::{GroupId, NodeId, SnapshotData};
 
-/// Snapshot chunk size on the wire.
-const SNAPSHOT_CHUNK: usize = 1 << 20;
+/// Longest a snapshot transfer may take.
+const SNAPSHOT_TTL: Duration = Duration::from_secs(600);
 
 /// One channel per peer address, shared by all groups and by request forwarding, and the
 /// registered incarnation of every peer (see [`super::identity`]).
@@ -239,32 +239,58 @@ where
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
         let header = encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::from(self.network(e)))?;
-        let data = snapshot.snapshot.into_inner();
         let group = self.group;
-        let mut chunks = Vec::with_capacity(data.len() / SNAPSHOT_CHUNK + 1);
-        chunks.push(SnapshotChunk {
+        // The first chunk carries the header, the last one `last = true`: a receiver that
+        // sees the stream end without it discards what it got. Chunks are pulled from the
+        // payload as the transport sends them, so at most a few are in memory.
+        let first = SnapshotChunk {
             group_id: group,
             header,
             data: Vec::new(),
             target_node: Some(self.target),
             target_incarnation: self.peers.incarnations.get(self.target),
+            last: false,
+        };
+        let body = futures::stream::unfold(Some(snapshot.snapshot), move |data| async move {
+            let mut data = data?;
+            match data.next_chunk().await {
+                Ok(Some(piece)) => Some((
+                    SnapshotChunk {
+                        group_id: group,
+                        header: Vec::new(),
+                        data: piece,
+                        last: false,
+                        target_node: None,
+                        target_incarnation: None,
+                    },
+                    Some(data),
+                )),
+                Ok(None) => Some((
+                    SnapshotChunk {
+                        group_id: group,
+                        header: Vec::new(),
+                        data: Vec::new(),
+                        last: true,
+                        target_node: None,
+                        target_incarnation: None,
+                    },
+                    None,
+                )),
+                Err(e) => {
+                    // Ends the stream without the last marker: the receiver drops it.
+                    tracing::warn!(group, error = %e, "snapshot payload failed");
+                    None
+                }
+            }
         });
-        for piece in data.chunks(SNAPSHOT_CHUNK) {
-            chunks.push(SnapshotChunk {
-                group_id: group,
-                header: Vec::new(),
-                data: piece.to_vec(),
-                target_node: None,
-                target_incarnation: None,
-            });
-        }
-        drop(data);
+        let chunks = futures::StreamExt::chain(futures::stream::iter([first]), body);
         let mut client = self
             .peers
             .raft_client(&self.addr)
             .map_err(|e| StreamingError::from(self.unreachable(e)))?;
-        let send = client.install_snapshot(tokio_stream::iter(chunks));
-        let ttl = option.hard_ttl().max(Duration::from_secs(30));
+        let send = client.install_snapshot(chunks);
+        // A shard snapshot carries all retained records: allow for large transfers.
+        let ttl = option.hard_ttl().max(SNAPSHOT_TTL);
         tokio::select! {
             closed = cancel => Err(StreamingError::Closed(closed)),
             res = tokio::time::timeout(ttl, send) => {

@@ -2,7 +2,7 @@
 //! which the transport service hands a group its messages without knowing its type config.
 
 use std::collections::HashMap;
-use std::io::Cursor;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use futures::future::BoxFuture;
@@ -25,7 +25,7 @@ pub trait GroupEndpoint: Send + Sync + 'static {
     fn install_snapshot(
         &self,
         header: Vec<u8>,
-        data: Vec<u8>,
+        data: SnapshotData,
     ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>>;
     fn transfer_leader(
         &self,
@@ -94,7 +94,7 @@ where
     fn install_snapshot(
         &self,
         header: Vec<u8>,
-        data: Vec<u8>,
+        data: SnapshotData,
     ) -> BoxFuture<'static, Result<Vec<u8>, tonic::Status>> {
         let raft = self.raft.clone();
         Box::pin(async move {
@@ -102,7 +102,7 @@ where
                 decode(&header).map_err(bad_request)?;
             let snapshot = Snapshot {
                 meta,
-                snapshot: Cursor::new(data),
+                snapshot: data,
             };
             let resp = raft
                 .install_full_snapshot(vote, snapshot)
@@ -146,6 +146,8 @@ pub trait ForwardHandler: Send + Sync + 'static {
 pub struct GroupRegistry {
     groups: RwLock<HashMap<GroupId, Arc<dyn GroupEndpoint>>>,
     forward: RwLock<Option<Arc<dyn ForwardHandler>>>,
+    /// Where received snapshots too large for memory are spooled.
+    spool_dir: RwLock<Option<PathBuf>>,
 }
 
 impl GroupRegistry {
@@ -186,6 +188,20 @@ impl GroupRegistry {
 
     pub fn set_forward_handler(&self, handler: Arc<dyn ForwardHandler>) {
         *self.forward.write().unwrap_or_else(|p| p.into_inner()) = Some(handler);
+    }
+
+    /// Sets the directory received snapshots are spooled to (default: the system temp dir).
+    pub fn set_spool_dir(&self, dir: PathBuf) {
+        *self.spool_dir.write().unwrap_or_else(|p| p.into_inner()) = Some(dir);
+    }
+
+    /// The directory received snapshots are spooled to.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(std::env::temp_dir)
     }
 
     pub fn forward_handler(&self) -> Option<Arc<dyn ForwardHandler>> {

@@ -12,9 +12,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::codec::{decode, encode};
 use super::identity::{has_meta_state, IdentifyReply, IdentifyRequest, LocalIdentity};
 use super::registry::{GroupEndpoint, GroupRegistry};
+use super::snapshot::SnapshotSink;
 
-/// Largest snapshot this node accepts in one transfer.
-const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+/// Largest snapshot this node accepts in one transfer (spooled to disk past a few MiB).
+const MAX_SNAPSHOT_BYTES: u64 = 1 << 40;
 
 /// Serves both internal services from the registry.
 #[derive(Clone)]
@@ -117,18 +118,28 @@ impl RaftTransport for PeerService {
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let group_id = first.group_id;
         let header = first.header;
-        let mut data = first.data;
-        while let Some(chunk) = stream.message().await? {
+        let internal = |e: std::io::Error| Status::internal(format!("snapshot spool: {e}"));
+        let mut sink = SnapshotSink::new(&self.registry.spool_dir(), group_id);
+        sink.write(&first.data).map_err(internal)?;
+        let mut complete = first.last;
+        while !complete {
+            let Some(chunk) = stream.message().await? else {
+                return Err(Status::aborted(
+                    "snapshot stream ended before its last chunk",
+                ));
+            };
             if chunk.group_id != group_id {
                 return Err(Status::invalid_argument(
                     "snapshot chunks of different groups",
                 ));
             }
-            if data.len() + chunk.data.len() > MAX_SNAPSHOT_BYTES {
+            if sink.len() + chunk.data.len() as u64 > MAX_SNAPSHOT_BYTES {
                 return Err(Status::resource_exhausted("snapshot too large"));
             }
-            data.extend_from_slice(&chunk.data);
+            sink.write(&chunk.data).map_err(internal)?;
+            complete = chunk.last;
         }
+        let data = sink.finish().map_err(internal)?;
         let out = self.group(group_id)?.install_snapshot(header, data).await?;
         Ok(reply(group_id, out))
     }

@@ -1,7 +1,7 @@
 //! The replica-move executor, on every node: for each shard group this node leads that has
 //! a move recorded in the metadata (`meta::moves`), add the target as a learner (blocking
-//! until it has replayed the log — shard groups never purge their log, so replay from index
-//! 0 always works), change the voter set to `replicas - from + to`, and propose the
+//! until it has caught up — by log replay, or by a streamed snapshot of the shard when the
+//! leader has purged the log it needs, see `shard::snapshot`), change the voter set to `replicas - from + to`, and propose the
 //! completion. Every step checks the group's current membership first, so a new shard
 //! leader (or a retry after a timeout) resumes where the previous attempt stopped.
 //!

@@ -72,6 +72,11 @@ pub struct ShardView {
     pub members: Vec<u64>,
     pub last_applied: u64,
     pub next_ordinal: u64,
+    /// Raft log of the group on this node: entries `log_purged + 1 ..= log_last` are kept;
+    /// everything up to `snapshot_index` is in the flushed state machine.
+    pub log_purged: u64,
+    pub log_last: u64,
+    pub snapshot_index: u64,
 }
 
 pub async fn serve(
@@ -197,6 +202,9 @@ fn shard_views(st: &AdminState) -> Vec<ShardView> {
                     members: s.members,
                     last_applied: s.last_applied,
                     next_ordinal: s.next_ordinal,
+                    log_purged: s.log_purged,
+                    log_last: s.log_last,
+                    snapshot_index: s.snapshot_index,
                 });
             }
         }

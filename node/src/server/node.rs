@@ -64,6 +64,10 @@ impl Node {
         let peers = PeerChannels::new();
         let registry = GroupRegistry::new();
         let identity = LocalIdentity::new();
+        // Received snapshots too large for memory; leftovers of a previous run are stale.
+        let spool = cfg.node.data_dir.join("snapshot-spool");
+        let _ = std::fs::remove_dir_all(&spool);
+        registry.set_spool_dir(spool);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
 

@@ -198,7 +198,7 @@ impl ShardManager {
         let config = self.tuning.config(&format!("shard-{group}"), false)?;
         let log =
             GroupLogStore::<ShardTypeConfig>::new(self.db.clone(), group, self.flusher.clone());
-        let store = ShardStore::open(self.db.clone(), group)?;
+        let store = ShardStore::open(self.db.clone(), group, self.tuning.shard_snapshot_bytes)?;
         let network = GroupNetworkFactory::<ShardTypeConfig>::new(self.peers.clone(), group);
         let raft = openraft::Raft::new(self.node_id, config, network, log, store.clone()).await?;
         self.registry.insert(group, RaftEndpoint::new(raft.clone()));

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod manager;
 pub mod metrics;
 pub mod replica;
+pub mod snapshot;
 pub mod store;
 pub mod throttle;
 

@@ -91,6 +91,12 @@ pub struct ReplicaStatus {
     pub next_ordinal: u64,
     pub trim_ordinal: u64,
     pub sealed_end: Option<u64>,
+    /// Index of the last purged Raft log entry (0: none purged).
+    pub log_purged: u64,
+    /// Index of the last log entry (the log holds `log_purged + 1 ..= log_last`).
+    pub log_last: u64,
+    /// Index covered by the last snapshot (0: none).
+    pub snapshot_index: u64,
 }
 
 /// The answer to a [`ShardRequest`].
@@ -159,6 +165,14 @@ pub struct ShardReplica {
     meter: Mutex<LoadMeter>,
     /// Subscription leases, meaningful while this replica leads (in memory only).
     leases: Mutex<LeaseTable>,
+    /// Triggers a snapshot (and so a log purge) when the store asks for one.
+    snapshotter: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ShardReplica {
+    fn drop(&mut self) {
+        self.snapshotter.abort();
+    }
 }
 
 /// The node-wide capacity settings every replica shares.
@@ -179,6 +193,17 @@ impl ShardReplica {
         let puts = super::batcher::spawn(raft.clone());
         let progress = store.progress();
         let throttle = Mutex::new(ShardThrottle::new(&capacity.limits, Instant::now()));
+        let wanted = store.snapshot_wanted();
+        let trigger = raft.clone();
+        let snapshotter = tokio::spawn(async move {
+            loop {
+                wanted.notified().await;
+                if let Err(e) = trigger.trigger().snapshot().await {
+                    tracing::debug!(group, error = %e, "snapshot trigger: group stopped");
+                    break;
+                }
+            }
+        });
         Self {
             group,
             identity,
@@ -190,6 +215,7 @@ impl ShardReplica {
             throttle,
             meter: Mutex::new(LoadMeter::default()),
             leases: Mutex::new(LeaseTable::default()),
+            snapshotter,
         }
     }
 
@@ -280,6 +306,9 @@ impl ShardReplica {
             next_ordinal: self.progress.next_ordinal(),
             trim_ordinal: self.progress.trim_ordinal(),
             sealed_end: self.progress.sealed_end(),
+            log_purged: m.purged.map(|l| l.index()).unwrap_or(0),
+            log_last: m.last_log_index.unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index()).unwrap_or(0),
         }
     }
 

@@ -8,7 +8,7 @@
 //! Keys in `shard_data`: `group · 'r' · ordinal` → record; `group · 't' · arrival_ms ·
 //! ordinal` → (). `shard_state`: `group` → [`Header`].
 
-use std::io::{self, Cursor};
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::codec::{decode_io, encode_io};
 use spate_control_plane::raft::db::{group_prefix, read_u64, CF_SHARD_DATA, CF_SHARD_STATE};
 use spate_control_plane::raft::{GroupId, SnapshotData};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::{ShardCommand, ShardResponse, ShardTypeConfig as C};
 
-const KIND_RECORD: u8 = b'r';
-const KIND_TIME: u8 = b't';
+pub(super) const KIND_RECORD: u8 = b'r';
+pub(super) const KIND_TIME: u8 = b't';
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -91,7 +91,7 @@ impl StoredRecordRef<'_> {
 }
 
 /// Write options of state machine writes: no WAL (see `apply`).
-fn unlogged() -> WriteOptions {
+pub(super) fn unlogged() -> WriteOptions {
     let mut o = WriteOptions::default();
     o.disable_wal(true);
     o
@@ -148,6 +148,10 @@ impl Progress {
     }
 }
 
+/// Rough per-entry overhead counted towards the snapshot threshold besides record bytes
+/// (so that many tiny entries also trigger a snapshot).
+const ENTRY_OVERHEAD: u64 = 64;
+
 /// The state machine of one shard group.
 #[derive(Clone)]
 pub struct ShardStore {
@@ -155,9 +159,15 @@ pub struct ShardStore {
     group: GroupId,
     header: Arc<tokio::sync::Mutex<Header>>,
     progress: Arc<Progress>,
+    /// Bytes applied since the last snapshot (see [`super::snapshot`]).
+    since_snapshot: Arc<AtomicU64>,
+    /// Applied bytes that make the replica ask for a snapshot.
+    snapshot_bytes: u64,
+    /// Notified when `since_snapshot` crosses `snapshot_bytes`.
+    snapshot_wanted: Arc<Notify>,
 }
 
-fn record_key(group: GroupId, ordinal: u64) -> [u8; 17] {
+pub(super) fn record_key(group: GroupId, ordinal: u64) -> [u8; 17] {
     let mut k = [0u8; 17];
     k[..8].copy_from_slice(&group.to_be_bytes());
     k[8] = KIND_RECORD;
@@ -165,7 +175,7 @@ fn record_key(group: GroupId, ordinal: u64) -> [u8; 17] {
     k
 }
 
-fn time_key(group: GroupId, arrival_ms: u64, ordinal: u64) -> [u8; 25] {
+pub(super) fn time_key(group: GroupId, arrival_ms: u64, ordinal: u64) -> [u8; 25] {
     let mut k = [0u8; 25];
     k[..8].copy_from_slice(&group.to_be_bytes());
     k[8] = KIND_TIME;
@@ -182,8 +192,9 @@ pub struct ReadRecord {
 }
 
 impl ShardStore {
-    /// Opens the state machine of `group`, loading its persisted header.
-    pub fn open(db: Arc<DB>, group: GroupId) -> io::Result<Self> {
+    /// Opens the state machine of `group`, loading its persisted header. It asks for a
+    /// snapshot (see [`Self::snapshot_wanted`]) every `snapshot_bytes` applied bytes.
+    pub fn open(db: Arc<DB>, group: GroupId, snapshot_bytes: u64) -> io::Result<Self> {
         let cf = db
             .cf_handle(CF_SHARD_STATE)
             .ok_or_else(|| io_err("missing cf shard_state"))?;
@@ -206,6 +217,31 @@ impl ShardStore {
             group,
             header: Arc::new(tokio::sync::Mutex::new(header)),
             progress,
+            since_snapshot: Arc::new(AtomicU64::new(0)),
+            snapshot_bytes: snapshot_bytes.max(1),
+            snapshot_wanted: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Notified whenever enough was applied since the last snapshot that the replica should
+    /// trigger one (`Raft::trigger().snapshot()`), which lets openraft purge the log.
+    pub fn snapshot_wanted(&self) -> Arc<Notify> {
+        self.snapshot_wanted.clone()
+    }
+
+    /// The current snapshot: its header and the payload, streamed (see
+    /// [`super::snapshot`]); returned once the state machine is flushed up to the header,
+    /// so openraft may purge the log up to it.
+    async fn current_snapshot(&self) -> io::Result<SnapshotOf<C, SnapshotData>> {
+        let (h, rx) =
+            super::snapshot::spawn_stream(self.db.clone(), self.group, self.header.clone()).await?;
+        super::snapshot::flush_state(self.db.clone()).await?;
+        Ok(SnapshotOf::<C, SnapshotData> {
+            meta: SnapshotMetaOf::<C> {
+                last_log_id: h.last_applied,
+                last_membership: h.membership.clone(),
+            },
+            snapshot: SnapshotData::Stream(rx),
         })
     }
 
@@ -304,54 +340,16 @@ impl ShardStore {
         batch.put_cf(cf, group_prefix(self.group), encode_io(h)?);
         Ok(())
     }
-
-    fn snapshot_of(&self, h: &Header) -> io::Result<SnapshotOf<C, SnapshotData>> {
-        let cf = self
-            .db
-            .cf_handle(CF_SHARD_DATA)
-            .ok_or_else(|| io_err("missing cf shard_data"))?;
-        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let prefix = group_prefix(self.group);
-        for item in self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&prefix, Direction::Forward))
-        {
-            let (k, v) = item.map_err(io_err)?;
-            if read_u64(&k, 0) != Some(self.group) {
-                break;
-            }
-            // Only what this header covers: records below next_ordinal.
-            if k.get(8) == Some(&KIND_RECORD)
-                && read_u64(&k, 9).is_some_and(|o| o >= h.next_ordinal)
-            {
-                continue;
-            }
-            pairs.push((k[8..].to_vec(), v.to_vec()));
-        }
-        let body = encode_io(&(
-            h.next_ordinal,
-            h.last_arrival_ms,
-            h.trim_ordinal,
-            h.sealed,
-            pairs,
-        ))?;
-        let meta = SnapshotMetaOf::<C> {
-            last_log_id: h.last_applied,
-            last_membership: h.membership.clone(),
-        };
-        Ok(SnapshotOf::<C, SnapshotData> {
-            meta,
-            snapshot: Cursor::new(body),
-        })
-    }
 }
 
 impl RaftSnapshotBuilder<C> for ShardStore {
     type SnapshotData = SnapshotData;
 
+    /// Flushes the state machine and returns the (lazily streamed) current snapshot;
+    /// openraft keeps only its meta and purges the log below it.
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
-        let h = self.header.lock().await.clone();
-        self.snapshot_of(&h)
+        self.since_snapshot.store(0, Ordering::Relaxed);
+        self.current_snapshot().await
     }
 }
 
@@ -379,8 +377,10 @@ impl RaftStateMachine<C> for ShardStore {
         let mut responses = Vec::new();
         let no_wal = unlogged();
         let mut value = Vec::new();
+        let mut applied_bytes = 0u64;
         while let Some((entry, responder)) = entries.try_next().await? {
             h.last_applied = Some(entry.log_id());
+            applied_bytes += ENTRY_OVERHEAD;
             let resp = match &entry.payload {
                 EntryPayload::Blank => ShardResponse::Done,
                 EntryPayload::Membership(m) => {
@@ -441,6 +441,7 @@ impl RaftStateMachine<C> for ShardStore {
                         batch.put_cf(cf, time_key(self.group, arrival, first), []);
                     }
                     for (i, r) in records.iter().enumerate() {
+                        applied_bytes += (r.partition_key.len() + r.data.len()) as u64;
                         let stored = StoredRecordRef {
                             arrival_ms: arrival,
                             partition_key: &r.partition_key,
@@ -475,6 +476,14 @@ impl RaftStateMachine<C> for ShardStore {
         for (r, resp) in responses {
             r.send(resp);
         }
+        // Asked again on every apply past the threshold (one stored permit at most): openraft
+        // drops a trigger that arrives while a snapshot is being built.
+        let since = self
+            .since_snapshot
+            .fetch_add(applied_bytes, Ordering::Relaxed);
+        if since + applied_bytes >= self.snapshot_bytes {
+            self.snapshot_wanted.notify_one();
+        }
         Ok(())
     }
 
@@ -487,33 +496,19 @@ impl RaftStateMachine<C> for ShardStore {
         meta: &SnapshotMetaOf<C>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
-        type Body = (u64, u64, u64, Option<(u64, u64)>, Vec<(Vec<u8>, Vec<u8>)>);
-        let (next_ordinal, last_arrival_ms, trim_ordinal, sealed, pairs): Body =
-            decode_io(snapshot.get_ref())?;
-        let cf = self
-            .db
-            .cf_handle(CF_SHARD_DATA)
-            .ok_or_else(|| io_err("missing cf shard_data"))?;
-        let mut h = self.header.lock().await;
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf, group_prefix(self.group), group_prefix(self.group + 1));
-        let prefix = group_prefix(self.group);
-        for (suffix, v) in pairs {
-            let mut k = Vec::with_capacity(8 + suffix.len());
-            k.extend_from_slice(&prefix);
-            k.extend_from_slice(&suffix);
-            batch.put_cf(cf, k, v);
+        let mut h = self.header.clone().lock_owned().await;
+        if h.last_applied.is_some() && h.last_applied >= meta.last_log_id {
+            // Already at or past it (openraft does not ask for this; never go back).
+            return Ok(());
         }
-        *h = Header {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            next_ordinal,
-            last_arrival_ms,
-            trim_ordinal,
-            sealed,
-        };
-        self.put_header(&mut batch, &h)?;
-        self.db.write(batch).map_err(io_err)?;
+        let (db, group, meta) = (self.db.clone(), self.group, meta.clone());
+        let installed = tokio::task::spawn_blocking(move || {
+            super::snapshot::install(&db, group, &meta, snapshot.into_reader())
+        })
+        .await
+        .map_err(io_err)??;
+        *h = installed;
+        self.since_snapshot.store(0, Ordering::Relaxed);
         self.progress.publish(&h);
         Ok(())
     }
@@ -521,11 +516,10 @@ impl RaftStateMachine<C> for ShardStore {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<C, SnapshotData>>, io::Error> {
-        let h = self.header.lock().await.clone();
-        if h.last_applied.is_none() {
+        if self.header.lock().await.last_applied.is_none() {
             return Ok(None);
         }
-        Ok(Some(self.snapshot_of(&h)?))
+        Ok(Some(self.current_snapshot().await?))
     }
 }
 
