@@ -15,6 +15,8 @@
 //! * [`joiner`] starts a node outside the initial voters (scale-out, decommissioning).
 //! * [`resharder`] resizes a stream (UpdateShardCount, SplitShard, MergeShards) while the
 //!   nemesis runs, checking the lineage after every step.
+//! * [`steps`] holds steps the membership scenarios share (admin JSON, waiting for acks,
+//!   every shard writable).
 //! * [`bad_input`] holds the malformed-request checks shared by the cluster and emulator tests.
 
 pub mod bad_input;
@@ -27,5 +29,6 @@ pub mod nemesis;
 pub mod netns;
 pub mod resharder;
 pub mod retry;
+pub mod steps;
 pub mod types;
 pub mod workload;

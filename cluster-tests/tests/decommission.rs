@@ -16,11 +16,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use spate_cluster_tests::client::KinesisClient;
 use spate_cluster_tests::harness::{Cluster, ClusterOpts, ShardReplica};
 use spate_cluster_tests::history::{check, Outcome};
 use spate_cluster_tests::joiner::Joiner;
+use spate_cluster_tests::steps::{every_shard_writable, get_json, wait_acks};
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const STREAM: &str = "decom";
@@ -62,18 +63,6 @@ async fn run(dead: bool) {
         Ok(Err(e)) => fail(format!("decommission scenario failed: {e:#}"), &joiner),
         Err(_) => fail("decommission scenario took over 240 s".into(), &joiner),
     }
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, serde_json::Value)> {
-    let resp = http
-        .get(url)
-        .send()
-        .await
-        .with_context(|| url.to_string())?;
-    let code = resp.status().as_u16();
-    let text = resp.text().await?;
-    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    Ok((code, body))
 }
 
 /// The replicas node 3 hosts.
@@ -165,11 +154,7 @@ async fn scenario(
         pad: 32,
     };
     let mut wl = Workload::start(&opts, &clients, &shard_ids);
-    let t0 = Instant::now();
-    while wl.acks_per_shard().values().sum::<usize>() < 300 {
-        ensure!(t0.elapsed() < Duration::from_secs(60), "too few acks");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_acks(&wl, 300, Duration::from_secs(60)).await?;
 
     if dead {
         cluster.kill(x)?;
@@ -353,32 +338,13 @@ async fn scenario(
     // Losing one more node still leaves every shard writable (2 of 3 replicas remain).
     cluster.kill(others[1])?;
     let survivor = cluster.client(others[0]);
-    let listed = survivor.list_shards(STREAM).await?;
-    for s in &listed {
-        let key = s.hash_key_range.starting_hash_key.clone();
-        let t = Instant::now();
-        loop {
-            match survivor
-                .put_record(STREAM, "after", b"after-kill", Some(&key))
-                .await
-            {
-                Ok(out) if out.shard_id == s.shard_id => break,
-                Ok(out) => bail!("put for {} landed on {}", s.shard_id, out.shard_id),
-                Err(e) => ensure!(
-                    t.elapsed() < Duration::from_secs(30),
-                    "{} not writable after the kill: {e:?}",
-                    s.shard_id
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    let written = every_shard_writable(&survivor, STREAM).await?;
     let after = final_read(&joiner.client(), STREAM).await?;
     let total_after: usize = after.iter().map(|s| s.records.len()).sum();
     ensure!(
-        total_after == total + listed.len(),
+        total_after == total + written,
         "{total_after} records after the kill, expected {total} + {}",
-        listed.len()
+        written
     );
     Ok(())
 }

@@ -20,10 +20,11 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Result};
 use spate_cluster_tests::client::KinesisClient;
 use spate_cluster_tests::harness::{Cluster, ClusterOpts, ShardReplica};
 use spate_cluster_tests::history::check;
+use spate_cluster_tests::steps::{every_shard_writable, get_json, wait_acks};
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const STREAM: &str = "diskloss";
@@ -45,18 +46,6 @@ async fn a_node_that_lost_its_disk_rejoins_as_a_new_node() {
         cluster.dump_logs(80);
         panic!("{msg}");
     }
-}
-
-async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, serde_json::Value)> {
-    let resp = http
-        .get(url)
-        .send()
-        .await
-        .with_context(|| url.to_string())?;
-    let code = resp.status().as_u16();
-    let text = resp.text().await?;
-    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    Ok((code, body))
 }
 
 /// Waits until `old` is decommissioned without anyone asking, holds nothing and has left the
@@ -138,11 +127,7 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
         pad: 32,
     };
     let mut wl = Workload::start(&opts, &clients, &shard_ids);
-    let t0 = Instant::now();
-    while wl.acks_per_shard().values().sum::<usize>() < 300 {
-        ensure!(t0.elapsed() < Duration::from_secs(60), "too few acks");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_acks(&wl, 300, Duration::from_secs(60)).await?;
 
     // The disk is lost.
     cluster.kill(LOST)?;
@@ -260,32 +245,13 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
     // The replacement's replicas count: with node 1 gone, every shard still takes writes.
     cluster.kill(1)?;
     let survivor = cluster.client(LOST);
-    let listed = survivor.list_shards(STREAM).await?;
-    for s in &listed {
-        let key = s.hash_key_range.starting_hash_key.clone();
-        let t = Instant::now();
-        loop {
-            match survivor
-                .put_record(STREAM, "after", b"after-kill", Some(&key))
-                .await
-            {
-                Ok(out) if out.shard_id == s.shard_id => break,
-                Ok(out) => bail!("put for {} landed on {}", s.shard_id, out.shard_id),
-                Err(e) => ensure!(
-                    t.elapsed() < Duration::from_secs(30),
-                    "{} not writable with node 1 down: {e:?}",
-                    s.shard_id
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
+    let written = every_shard_writable(&survivor, STREAM).await?;
     let after = final_read(&cluster.client(2), STREAM).await?;
     let total_after: usize = after.iter().map(|s| s.records.len()).sum();
     ensure!(
-        total_after == total + listed.len(),
+        total_after == total + written,
         "{total_after} records after the kill, expected {total} + {}",
-        listed.len()
+        written
     );
     Ok(())
 }
