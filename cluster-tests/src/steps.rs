@@ -1,13 +1,16 @@
 //! Steps shared by the membership scenarios (decommission, disk loss, rebalance, drain):
-//! reading the admin API as JSON, waiting for a workload's acknowledgements, and proving
-//! that every open shard of a stream still takes writes.
+//! reading the admin API as JSON, waiting for a workload's acknowledgements, proving that
+//! every open shard of a stream still takes writes, identical final reads through every node,
+//! and replicas that agree.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::client::KinesisClient;
-use crate::workload::Workload;
+use crate::harness::ShardReplica;
+use crate::history::ShardRead;
+use crate::workload::{final_read, Workload};
 
 /// `GET url`: the status code and the body as JSON (a non-JSON body becomes a JSON string).
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Result<(u16, serde_json::Value)> {
@@ -64,4 +67,46 @@ pub async fn every_shard_writable(client: &KinesisClient, stream: &str) -> Resul
         }
     }
     Ok(open.len())
+}
+
+/// Final reads of `stream` (every shard from TRIM_HORIZON) through each of `clients`; fails
+/// unless all are identical. Returns the first.
+pub async fn identical_final_reads(
+    clients: &[KinesisClient],
+    stream: &str,
+) -> Result<Vec<ShardRead>> {
+    let mut reads = Vec::new();
+    for c in clients {
+        reads.push(final_read(c, stream).await?);
+    }
+    for (i, fr) in reads.iter().enumerate().skip(1) {
+        let a: Vec<_> = reads[0].iter().map(|s| &s.records).collect();
+        let b: Vec<_> = fr.iter().map(|s| &s.records).collect();
+        ensure!(a == b, "final read via client {i} differs from client 0's");
+    }
+    reads
+        .into_iter()
+        .next()
+        .context("no client to read through")
+}
+
+/// Whether each of `shard_ids` has exactly 3 replicas among `replicas` (every node's
+/// `/v1/shards`), each with the voter set `want` and the same applied index and next ordinal.
+pub fn replicas_agree(replicas: &[&[ShardReplica]], shard_ids: &[String], want: &[u64]) -> bool {
+    let mut want = want.to_vec();
+    want.sort_unstable();
+    shard_ids.iter().all(|s| {
+        let reps: Vec<&ShardReplica> = replicas
+            .iter()
+            .filter_map(|r| r.iter().find(|r| &r.shard_id == s))
+            .collect();
+        reps.len() == 3
+            && reps.iter().all(|r| {
+                let mut m = r.members.clone();
+                m.sort_unstable();
+                m == want
+                    && r.last_applied == reps[0].last_applied
+                    && r.next_ordinal == reps[0].next_ordinal
+            })
+    })
 }

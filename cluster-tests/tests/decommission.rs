@@ -21,7 +21,9 @@ use spate_cluster_tests::client::KinesisClient;
 use spate_cluster_tests::harness::{Cluster, ClusterOpts, ShardReplica};
 use spate_cluster_tests::history::{check, Outcome};
 use spate_cluster_tests::joiner::Joiner;
-use spate_cluster_tests::steps::{every_shard_writable, get_json, wait_acks};
+use spate_cluster_tests::steps::{
+    every_shard_writable, get_json, identical_final_reads, replicas_agree, wait_acks,
+};
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const STREAM: &str = "decom";
@@ -286,46 +288,20 @@ async fn scenario(
         after > 0,
         "no write acknowledged after the decommission began"
     );
-    let mut reads = Vec::new();
-    for c in &clients {
-        reads.push(final_read(c, STREAM).await?);
-    }
-    for (i, fr) in reads.iter().enumerate().skip(1) {
-        let a: Vec<_> = reads[0].iter().map(|s| &s.records).collect();
-        let b: Vec<_> = fr.iter().map(|s| &s.records).collect();
-        ensure!(a == b, "final read via client {i} differs");
-    }
-    let total: usize = reads[0].iter().map(|s| s.records.len()).sum();
-    let report = check(&wl.recorder.history(reads.swap_remove(0)));
+    let read = identical_final_reads(&clients, STREAM).await?;
+    let total: usize = read.iter().map(|s| s.records.len()).sum();
+    let report = check(&wl.recorder.history(read));
     eprintln!("history: {}", report.summary(20));
     ensure!(report.ok(), "history violations:\n{}", report.summary(50));
 
     // Every shard: one replica on each remaining node, all agreeing.
+    let mut want: Vec<u64> = others.iter().map(|n| *n as u64).collect();
+    want.push(NEW_ID);
     let t = Instant::now();
     loop {
         let by_node = replicas_by_node(&http, cluster, joiner, &others).await?;
-        let mut agree = true;
-        for s in &shard_ids {
-            let reps: Vec<&ShardReplica> = by_node
-                .iter()
-                .filter_map(|(_, r)| r.iter().find(|r| &r.shard_id == s))
-                .collect();
-            let mut members = reps.first().map(|r| r.members.clone()).unwrap_or_default();
-            members.sort_unstable();
-            let mut want: Vec<u64> = others.iter().map(|n| *n as u64).collect();
-            want.push(NEW_ID);
-            want.sort_unstable();
-            agree &= reps.len() == 3
-                && members == want
-                && reps.iter().all(|r| {
-                    let mut m = r.members.clone();
-                    m.sort_unstable();
-                    m == want
-                        && r.last_applied == reps[0].last_applied
-                        && r.next_ordinal == reps[0].next_ordinal
-                });
-        }
-        if agree {
+        let views: Vec<&[ShardReplica]> = by_node.iter().map(|(_, r)| r.as_slice()).collect();
+        if replicas_agree(&views, &shard_ids, &want) {
             break;
         }
         ensure!(

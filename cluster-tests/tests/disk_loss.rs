@@ -24,7 +24,9 @@ use anyhow::{ensure, Result};
 use spate_cluster_tests::client::KinesisClient;
 use spate_cluster_tests::harness::{Cluster, ClusterOpts, ShardReplica};
 use spate_cluster_tests::history::check;
-use spate_cluster_tests::steps::{every_shard_writable, get_json, wait_acks};
+use spate_cluster_tests::steps::{
+    every_shard_writable, get_json, identical_final_reads, replicas_agree, wait_acks,
+};
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const STREAM: &str = "diskloss";
@@ -148,17 +150,9 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
     eprintln!("writers: acked {acked}, given up {given_up}; tailers saw {seen:?}");
     ensure!(given_up == 0, "puts given up: {stats:?}");
     ensure!(acked == 3_000, "acked {acked} of 3000");
-    let mut reads = Vec::new();
-    for n in 0..cluster.len() {
-        reads.push(final_read(&cluster.client(n), STREAM).await?);
-    }
-    for (i, fr) in reads.iter().enumerate().skip(1) {
-        let a: Vec<_> = reads[0].iter().map(|s| &s.records).collect();
-        let b: Vec<_> = fr.iter().map(|s| &s.records).collect();
-        ensure!(a == b, "final read via node {i} differs from node 0's");
-    }
-    let total: usize = reads[0].iter().map(|s| s.records.len()).sum();
-    let report = check(&wl.recorder.history(reads.swap_remove(0)));
+    let read = identical_final_reads(&cluster.clients(), STREAM).await?;
+    let total: usize = read.iter().map(|s| s.records.len()).sum();
+    let report = check(&wl.recorder.history(read));
     eprintln!("history: {}", report.summary(20));
     ensure!(report.ok(), "history violations:\n{}", report.summary(50));
 
@@ -172,21 +166,8 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
             r.retain(|s| s.stream == STREAM);
             by_node.push(r);
         }
-        let agree = shard_ids.iter().all(|s| {
-            let reps: Vec<&ShardReplica> = by_node
-                .iter()
-                .filter_map(|r| r.iter().find(|r| &r.shard_id == s))
-                .collect();
-            reps.len() == 3
-                && reps.iter().all(|r| {
-                    let mut m = r.members.clone();
-                    m.sort_unstable();
-                    m == want
-                        && r.last_applied == reps[0].last_applied
-                        && r.next_ordinal == reps[0].next_ordinal
-                })
-        });
-        if agree {
+        let views: Vec<&[ShardReplica]> = by_node.iter().map(Vec::as_slice).collect();
+        if replicas_agree(&views, &shard_ids, &want) {
             break;
         }
         ensure!(
