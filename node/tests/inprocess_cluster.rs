@@ -76,12 +76,14 @@ fn configs(dir: &Path, ports: &[Ports]) -> Vec<Config> {
         .collect()
 }
 
+/// Starts the nodes together: a node on an empty disk waits until its peers answer whether
+/// the cluster is new (`meta::replace`), so starting them one after another would wait forever.
 async fn start_all(cfgs: &[Config]) -> Vec<Option<Node>> {
-    let mut nodes = Vec::new();
-    for c in cfgs {
-        nodes.push(Some(Node::start(c.clone()).await.expect("node starts")));
-    }
-    nodes
+    futures::future::join_all(cfgs.iter().map(|c| Node::start(c.clone())))
+        .await
+        .into_iter()
+        .map(|n| Some(n.expect("node starts")))
+        .collect()
 }
 
 async fn wait_active(node: &Node, name: &str) {
