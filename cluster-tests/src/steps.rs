@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::client::KinesisClient;
-use crate::harness::ShardReplica;
+use crate::harness::{Cluster, ShardReplica};
 use crate::history::ShardRead;
 use crate::workload::{final_read, Workload};
 
@@ -109,4 +109,32 @@ pub fn replicas_agree(replicas: &[&[ShardReplica]], shard_ids: &[String], want: 
                     && r.next_ordinal == reps[0].next_ordinal
             })
     })
+}
+
+/// Creates `stream` with `shards` shards through node `via` (if missing), waits until it is
+/// ACTIVE, checks it has exactly `shards` shards and, when `leaders` is set, waits until each
+/// has a leader. Returns the shard ids.
+pub async fn stream_with_shards(
+    cluster: &mut Cluster,
+    via: usize,
+    stream: &str,
+    shards: usize,
+    leaders: Option<Duration>,
+) -> Result<Vec<String>> {
+    let c = cluster.client(via);
+    c.ensure_stream(stream, shards as u32, Duration::from_secs(30))
+        .await?;
+    let shard_ids: Vec<String> = c
+        .list_shards(stream)
+        .await?
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    ensure!(shard_ids.len() == shards, "shards: {shard_ids:?}");
+    if let Some(timeout) = leaders {
+        for s in &shard_ids {
+            cluster.wait_leader(stream, s, timeout).await?;
+        }
+    }
+    Ok(shard_ids)
 }

@@ -25,7 +25,8 @@ use spate_cluster_tests::client::KinesisClient;
 use spate_cluster_tests::harness::{Cluster, ClusterOpts, ShardReplica};
 use spate_cluster_tests::history::check;
 use spate_cluster_tests::steps::{
-    every_shard_writable, get_json, identical_final_reads, replicas_agree, wait_acks,
+    every_shard_writable, get_json, identical_final_reads, replicas_agree, stream_with_shards,
+    wait_acks,
 };
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
@@ -96,21 +97,8 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let c1 = cluster.client(1);
-    c1.ensure_stream(STREAM, SHARDS as u32, Duration::from_secs(30))
-        .await?;
-    let shard_ids: Vec<String> = c1
-        .list_shards(STREAM)
-        .await?
-        .into_iter()
-        .map(|s| s.shard_id)
-        .collect();
-    ensure!(shard_ids.len() == SHARDS, "shards: {shard_ids:?}");
-    for s in &shard_ids {
-        cluster
-            .wait_leader(STREAM, s, Duration::from_secs(20))
-            .await?;
-    }
+    let shard_ids =
+        stream_with_shards(cluster, 1, STREAM, SHARDS, Some(Duration::from_secs(20))).await?;
     let held = cluster
         .shards(LOST)
         .await?

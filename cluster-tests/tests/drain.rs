@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use spate_cluster_tests::harness::{Cluster, ClusterOpts};
 use spate_cluster_tests::history::{check, Outcome};
+use spate_cluster_tests::steps::stream_with_shards;
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const STREAM: &str = "drain";
@@ -72,21 +73,8 @@ async fn scenario(cluster: &mut Cluster) -> Result<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let c0 = cluster.client(0);
-    c0.ensure_stream(STREAM, SHARDS as u32, Duration::from_secs(30))
-        .await?;
-    let shard_ids: Vec<String> = c0
-        .list_shards(STREAM)
-        .await?
-        .into_iter()
-        .map(|s| s.shard_id)
-        .collect();
-    ensure!(shard_ids.len() == SHARDS, "shards: {shard_ids:?}");
-    for s in &shard_ids {
-        cluster
-            .wait_leader(STREAM, s, Duration::from_secs(15))
-            .await?;
-    }
+    let shard_ids =
+        stream_with_shards(cluster, 0, STREAM, SHARDS, Some(Duration::from_secs(15))).await?;
 
     // Not draining yet: GET answers 200 and reports draining = false.
     let (code, body) = drain_call(&http, cluster, 0, false).await?;

@@ -16,6 +16,7 @@ use anyhow::{ensure, Context, Result};
 use spate_cluster_tests::harness::{Cluster, ClusterOpts, ShardReplica};
 use spate_cluster_tests::history::{check, Outcome};
 use spate_cluster_tests::joiner::{nodes, Joiner};
+use spate_cluster_tests::steps::stream_with_shards;
 use spate_cluster_tests::workload::{final_read, Workload, WorkloadOpts};
 
 const STREAM: &str = "rebal";
@@ -79,16 +80,7 @@ async fn scenario(cluster: &mut Cluster, joiner_slot: &mut Option<Joiner>) -> Re
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()?;
-    let c0 = cluster.client(0);
-    c0.ensure_stream(STREAM, SHARDS as u32, Duration::from_secs(30))
-        .await?;
-    let shard_ids: Vec<String> = c0
-        .list_shards(STREAM)
-        .await?
-        .into_iter()
-        .map(|s| s.shard_id)
-        .collect();
-    ensure!(shard_ids.len() == SHARDS, "shards: {shard_ids:?}");
+    let shard_ids = stream_with_shards(cluster, 0, STREAM, SHARDS, None).await?;
 
     // Three nodes, three zones: every node holds every shard; the rebalancer has nothing to do.
     let rb = get_json(&http, &format!("{}/v1/rebalance", cluster.admin_url(0))).await?;
