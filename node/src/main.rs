@@ -129,7 +129,7 @@ fn main() -> anyhow::Result<()> {
                 // Together: a node on an empty disk waits for its peers to say whether the
                 // cluster is new (see `meta::replace`).
                 let nodes =
-                    futures::future::try_join_all(dev::configs(port, &dir, &bind).into_iter().map(
+                    futures::future::try_join_all(dev::configs(port, &dir, &bind)?.into_iter().map(
                         |mut cfg| {
                             cfg.limits.enabled = !unthrottled;
                             Node::start(cfg)

@@ -5,11 +5,19 @@
 //! | `raft_log` | group (8 B BE) · log index (8 B BE) | postcard `Entry` |
 //! | `raft_state` | group (8 B BE) · tag (1 B) | vote / committed / last purged log id |
 //! | `meta_sm` | fixed keys | metadata state machine image |
-//! | `shard_data` | group · kind · … | records and the arrival-time index of shard groups |
-//! | `shard_state` | group (8 B BE) | shard state machine header |
+//! | `shard_data` | group · kind · … | shard state machines: header, records, arrival-time index |
 //!
 //! `raft_log` and `shard_data` keep values of 256 bytes or more in blob files (key-value
 //! separation), so compaction does not rewrite record payloads.
+//!
+//! # Why a shard's log entries are usually never flushed
+//! A shard's records reach disk twice per replica: in the WAL, as part of their Raft log entry
+//! (that is what makes a put durable), and in `shard_data` when its memtable is flushed (the
+//! state machine writes without the WAL). Once the state machine is flushed past an entry,
+//! the group purges its log up to it (`spate_node::shard::snapshot`). Column families flush
+//! independently (no atomic flush), and `raft_log` has a larger write buffer than the log
+//! bytes the groups of a node keep unpurged, so most entries are deleted while still in the
+//! memtable, and the flush drops them instead of writing them out a second time.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,23 +28,23 @@ pub const CF_RAFT_LOG: &str = "raft_log";
 pub const CF_RAFT_STATE: &str = "raft_state";
 pub const CF_META_SM: &str = "meta_sm";
 pub const CF_SHARD_DATA: &str = "shard_data";
-pub const CF_SHARD_STATE: &str = "shard_state";
 
-const ALL_CFS: [&str; 5] = [
-    CF_RAFT_LOG,
-    CF_RAFT_STATE,
-    CF_META_SM,
-    CF_SHARD_DATA,
-    CF_SHARD_STATE,
-];
+const ALL_CFS: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_META_SM, CF_SHARD_DATA];
 
 /// Column families whose large values live in blob files.
 const BLOB_CFS: [&str; 2] = [CF_RAFT_LOG, CF_SHARD_DATA];
 /// Values at least this large go to blob files in [`BLOB_CFS`].
 const MIN_BLOB_BYTES: u64 = 256;
-/// All memtables of the node together: past this RocksDB flushes the largest one, so the
-/// write buffers stay within this budget however many column families are busy.
-const MEMTABLE_BUDGET: usize = 32 << 20;
+/// Write buffer of `raft_log`: larger than the log bytes the node's shard groups keep
+/// unpurged (see the module doc), so that purged entries die in the memtable.
+const LOG_WRITE_BUFFER: usize = 32 << 20;
+/// Write buffer of every other column family.
+const WRITE_BUFFER: usize = 16 << 20;
+/// All memtables of the node together: past this RocksDB flushes one, so the write buffers
+/// stay within this budget however many column families are busy. It leaves room for one
+/// full `raft_log` and one full `shard_data` memtable, so that the budget is not what
+/// flushes the log early.
+const MEMTABLE_BUDGET: usize = LOG_WRITE_BUFFER + WRITE_BUFFER + (8 << 20);
 /// The block cache all column families share (index, filter and small-value blocks; record
 /// payloads live in blob files and are read through the page cache).
 const BLOCK_CACHE: usize = 8 << 20;
@@ -51,20 +59,24 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     opts.set_keep_log_file_num(4);
     // Bound memory: a few MiB of write buffer per column family, a budget for all of them,
     // and one shared block cache.
-    opts.set_write_buffer_size(16 << 20);
+    opts.set_write_buffer_size(WRITE_BUFFER);
     opts.set_max_write_buffer_number(2);
     opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
     let cache = rocksdb::Cache::new_lru_cache(BLOCK_CACHE);
     let mut table = rocksdb::BlockBasedOptions::default();
     table.set_block_cache(&cache);
-    // Shard state machines write without the WAL (the Raft log is their durable copy, see
-    // `spate_node::shard::store`); flushing all column families together keeps a state
-    // header from ever reaching disk ahead of the records it covers.
-    opts.set_atomic_flush(true);
+    // No atomic flush: a shard state machine (header and records) lives in one column
+    // family, whose flushes are a prefix of its writes, so it needs none; and `raft_log`
+    // must flush on its own schedule (see the module doc).
+    opts.set_atomic_flush(false);
     let cfs = ALL_CFS.iter().map(|name| {
         let mut cf_opts = Options::default();
         cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        cf_opts.set_write_buffer_size(16 << 20);
+        cf_opts.set_write_buffer_size(if *name == CF_RAFT_LOG {
+            LOG_WRITE_BUFFER
+        } else {
+            WRITE_BUFFER
+        });
         cf_opts.set_max_write_buffer_number(2);
         cf_opts.set_block_based_table_factory(&table);
         if BLOB_CFS.contains(name) {

@@ -35,11 +35,16 @@ pub struct RaftTuning {
     pub election_max_ms: u64,
     /// Snapshot the metadata group after this many log entries since the last one.
     pub snapshot_logs: u64,
-    /// Snapshot a shard group (flush its state machine, then purge its log) once this many
-    /// bytes were applied since its last snapshot (see `spate_node::shard::store`).
+    /// Bytes applied by all shard groups of a node between two checkpoints: a checkpoint
+    /// flushes the node's shard state machines, after which each group that applied
+    /// anything snapshots and purges its log (see `spate_node::shard::checkpoint`).
     pub shard_snapshot_bytes: u64,
-    /// Log entries a shard group keeps below its last snapshot, so that a briefly lagging
-    /// follower catches up by log replay rather than by a full snapshot.
+    /// Record bytes of log a shard group keeps below its last snapshot, so that a briefly
+    /// lagging follower catches up by log replay rather than by a full snapshot (see
+    /// `spate_node::shard::purge`).
+    pub shard_log_keep_bytes: u64,
+    /// Most log entries a shard group keeps below its last snapshot; a shard leader also
+    /// keeps what a follower within this many entries still needs.
     pub shard_log_keep: u64,
 }
 
@@ -50,7 +55,8 @@ impl Default for RaftTuning {
             election_min_ms: 600,
             election_max_ms: 900,
             snapshot_logs: 1_000,
-            shard_snapshot_bytes: 32 << 20,
+            shard_snapshot_bytes: 8 << 20,
+            shard_log_keep_bytes: 512 << 10,
             shard_log_keep: 256,
         }
     }
@@ -59,9 +65,10 @@ impl Default for RaftTuning {
 impl RaftTuning {
     /// The openraft config for one group. The metadata group (`snapshots = true`) snapshots
     /// every `snapshot_logs` entries. Shard groups (`snapshots = false`) have no openraft
-    /// policy: their state machine asks for a snapshot by applied bytes (the replica calls
-    /// `Raft::trigger().snapshot()`), and openraft then purges their log up to
-    /// `shard_log_keep` entries below it.
+    /// policy: they snapshot at the node's checkpoints (the replica calls
+    /// `Raft::trigger().snapshot()`) and purge their log themselves
+    /// (`Raft::trigger().purge_log()`, by bytes; see `spate_node::shard::purge`), so
+    /// openraft's own purge is off for them.
     pub fn config(
         &self,
         cluster_name: &str,
@@ -79,7 +86,7 @@ impl RaftTuning {
             election_timeout_max: self.election_max_ms,
             enable_pre_vote: Some(true),
             snapshot_policy,
-            max_in_snapshot_log_to_keep: if snapshots { 1000 } else { self.shard_log_keep },
+            max_in_snapshot_log_to_keep: if snapshots { 1000 } else { u64::MAX },
             max_payload_entries: 256,
             install_snapshot_timeout: 10_000,
             ..Default::default()

@@ -159,6 +159,17 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Raft tuning from `SPATE_RAFT__*` environment variables over the defaults (used by
+    /// `spate dev`, whose other settings are fixed).
+    pub fn raft_from_env() -> Result<RaftTuning, ConfigError> {
+        Figment::from(figment::providers::Serialized::defaults(
+            RaftTuning::default(),
+        ))
+        .merge(Env::prefixed("SPATE_RAFT__"))
+        .extract()
+        .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+
     /// Checks cross-field rules.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.cluster.peers.is_empty() {

@@ -6,18 +6,18 @@
 
 use std::path::{Path, PathBuf};
 
-use spate_control_plane::raft::RaftTuning;
-
 use super::config::{
-    AuthSection, ClusterSection, Config, KinesisSection, ListenSection, NodeSection, PeerConfig,
-    TlsSection,
+    AuthSection, ClusterSection, Config, ConfigError, KinesisSection, ListenSection, NodeSection,
+    PeerConfig, TlsSection,
 };
 use crate::api::tls::DevCert;
 
 pub const ZONES: [&str; 3] = ["az-a", "az-b", "az-c"];
 
-/// The configurations of the three dev nodes.
-pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
+/// The configurations of the three dev nodes; Raft tuning comes from `SPATE_RAFT__*`
+/// variables over the defaults.
+pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Result<Vec<Config>, ConfigError> {
+    let raft = Config::raft_from_env()?;
     let peer = |i: u16| format!("{bind}:{}", port + 20 + i);
     let peers: Vec<PeerConfig> = (0..3u16)
         .map(|i| PeerConfig {
@@ -26,7 +26,7 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
             addr: peer(i),
         })
         .collect();
-    (0..3u16)
+    Ok((0..3u16)
         .map(|i| Config {
             node: NodeSection {
                 id: i as u64,
@@ -43,7 +43,7 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
                 advertise: None,
             },
             kinesis: KinesisSection::default(),
-            raft: RaftTuning::default(),
+            raft,
             tls: TlsSection {
                 listen: Some(format!("{bind}:{}", port + 30 + i)),
                 cert: Some(DevCert::paths(data_dir).cert),
@@ -54,7 +54,7 @@ pub fn configs(port: u16, data_dir: &Path, bind: &str) -> Vec<Config> {
             autoscale: Default::default(),
             rebalance: Default::default(),
         })
-        .collect()
+        .collect())
 }
 
 /// Default data directory of `spate dev`.

@@ -24,6 +24,7 @@ use spate_control_plane::raft::registry::{GroupRegistry, RaftEndpoint};
 use spate_control_plane::raft::{GroupId, NodeId, RaftTuning};
 use tokio::sync::watch;
 
+use super::checkpoint::Checkpoints;
 use super::metrics::CapacityMetrics;
 use super::replica::{Capacity, ShardReplica};
 use super::store::ShardStore;
@@ -38,6 +39,8 @@ pub struct ShardManager {
     registry: Arc<GroupRegistry>,
     tuning: RaftTuning,
     capacity: Capacity,
+    /// Checkpoints of all shard state machines of this node.
+    checkpoints: Arc<Checkpoints>,
     replicas: RwLock<HashMap<GroupId, Arc<ShardReplica>>>,
 }
 
@@ -58,6 +61,7 @@ impl ShardManager {
         tuning: RaftTuning,
         capacity: Capacity,
     ) -> Arc<Self> {
+        let checkpoints = Checkpoints::new(db.clone(), tuning.shard_snapshot_bytes);
         Arc::new(Self {
             node_id,
             db,
@@ -66,6 +70,7 @@ impl ShardManager {
             registry,
             tuning,
             capacity,
+            checkpoints,
             replicas: RwLock::new(HashMap::new()),
         })
     }
@@ -198,7 +203,12 @@ impl ShardManager {
         let config = self.tuning.config(&format!("shard-{group}"), false)?;
         let log =
             GroupLogStore::<ShardTypeConfig>::new(self.db.clone(), group, self.flusher.clone());
-        let store = ShardStore::open(self.db.clone(), group, self.tuning.shard_snapshot_bytes)?;
+        let store = ShardStore::open(
+            self.db.clone(),
+            group,
+            self.checkpoints.clone(),
+            self.tuning.shard_log_keep_bytes,
+        )?;
         let network = GroupNetworkFactory::<ShardTypeConfig>::new(self.peers.clone(), group);
         let raft = openraft::Raft::new(self.node_id, config, network, log, store.clone()).await?;
         self.registry.insert(group, RaftEndpoint::new(raft.clone()));
@@ -213,6 +223,8 @@ impl ShardManager {
             raft,
             store,
             self.capacity.clone(),
+            self.checkpoints.rounds(),
+            self.tuning.shard_log_keep,
         ));
         self.replicas
             .write()

@@ -9,9 +9,11 @@
 //! * [`metrics`]: the node's capacity counters (CloudWatch names).
 
 pub mod batcher;
+pub mod checkpoint;
 pub mod lease;
 pub mod manager;
 pub mod metrics;
+pub mod purge;
 pub mod replica;
 pub mod snapshot;
 pub mod store;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::GroupId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::batcher::now_ms;
 use super::batcher::PutJob;
@@ -165,7 +165,7 @@ pub struct ShardReplica {
     meter: Mutex<LoadMeter>,
     /// Subscription leases, meaningful while this replica leads (in memory only).
     leases: Mutex<LeaseTable>,
-    /// Triggers a snapshot (and so a log purge) when the store asks for one.
+    /// Triggers a snapshot (and so a log purge) every checkpoint round of the node.
     snapshotter: tokio::task::JoinHandle<()>,
 }
 
@@ -189,21 +189,19 @@ impl ShardReplica {
         raft: ShardRaft,
         store: ShardStore,
         capacity: Capacity,
+        checkpoint_rounds: watch::Receiver<u64>,
+        keep_entries: u64,
     ) -> Self {
         let puts = super::batcher::spawn(raft.clone());
         let progress = store.progress();
         let throttle = Mutex::new(ShardThrottle::new(&capacity.limits, Instant::now()));
-        let wanted = store.snapshot_wanted();
-        let trigger = raft.clone();
-        let snapshotter = tokio::spawn(async move {
-            loop {
-                wanted.notified().await;
-                if let Err(e) = trigger.trigger().snapshot().await {
-                    tracing::debug!(group, error = %e, "snapshot trigger: group stopped");
-                    break;
-                }
-            }
-        });
+        let snapshotter = tokio::spawn(snapshot_and_purge(
+            group,
+            raft.clone(),
+            store.clone(),
+            checkpoint_rounds,
+            keep_entries,
+        ));
         Self {
             group,
             identity,
@@ -475,6 +473,66 @@ impl ShardReplica {
                 self.leases().release(&claim, Instant::now());
                 ShardReply::LeaseReleased
             }
+        }
+    }
+}
+
+/// The snapshot and log purge loop of one replica: every checkpoint round of the node, a
+/// group that applied anything since its last snapshot takes one (its build joins the
+/// round's flush); after each build it purges its log as [`super::purge::purge_upto`] says.
+async fn snapshot_and_purge(
+    group: GroupId,
+    raft: ShardRaft,
+    store: ShardStore,
+    mut rounds: watch::Receiver<u64>,
+    keep_entries: u64,
+) {
+    let mut hints = store.purge_hints();
+    loop {
+        let result = tokio::select! {
+            changed = rounds.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                if !store.applied_since_snapshot() {
+                    continue;
+                }
+                raft.trigger().snapshot().await
+            }
+            changed = hints.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let Some(hint) = *hints.borrow_and_update() else {
+                    continue;
+                };
+                let followers: Vec<Option<u64>> = {
+                    let m = raft.metrics();
+                    let m = m.borrow_watched();
+                    m.replication
+                        .as_ref()
+                        .map(|r| {
+                            r.iter()
+                                .filter(|(id, _)| **id != m.id)
+                                .map(|(_, matched)| matched.as_ref().map(|l| l.index()))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                match super::purge::purge_upto(
+                    hint.snapshot_index,
+                    hint.bytes_point,
+                    keep_entries,
+                    &followers,
+                ) {
+                    Some(upto) => raft.trigger().purge_log(upto).await,
+                    None => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(group, error = %e, "snapshot/purge trigger: group stopped");
+            break;
         }
     }
 }

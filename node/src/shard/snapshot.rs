@@ -2,26 +2,25 @@
 //!
 //! # What a snapshot is
 //! A shard snapshot is not a copy kept anywhere: it is the state machine itself. Building
-//! one (every [`RaftTuning::shard_snapshot_bytes`] applied bytes, see `ShardStore::apply`)
-//! only flushes the state machine's column families; its payload — every retained record —
+//! one (at the node's checkpoints, every [`RaftTuning::shard_snapshot_bytes`] applied by all
+//! groups, see [`super::checkpoint`]) only flushes `shard_data`; its payload — every retained record —
 //! is produced when a follower needs it, by [`spawn_stream`], from a RocksDB snapshot taken
 //! under the state machine lock (so it matches the header it carries exactly), framed and
 //! pushed in ~1 MiB chunks through a bounded channel. The receiver spools it to disk
 //! (`spate_control_plane::raft::snapshot`) and [`install`] reads it back sequentially, so
 //! neither side ever holds more than a few chunks of a snapshot in memory.
 //!
-//! Cost, amortised: a build is one memtable flush, which RocksDB would do anyway after
-//! every `write_buffer_size` bytes, so snapshotting every 32 MiB adds at most one small
-//! extra flush per 32 MiB written and never rewrites retained data. Reading all retained
-//! data happens once per follower catch-up, not per snapshot.
+//! Cost, amortised: the builds of one checkpoint round share one memtable flush, which
+//! RocksDB would do anyway after every `write_buffer_size` bytes, and never rewrite retained
+//! data. Reading all retained data happens once per follower catch-up, not per snapshot.
 //!
 //! # The purge invariant
 //! **No acknowledged record is lost when any node crashes after a purge.** The state
 //! machine writes without the WAL, so the log is the only durable copy of whatever has not
-//! been flushed yet. openraft purges only entries covered by the last snapshot; a snapshot's
-//! meta is only handed to openraft (from `build_snapshot`, `get_current_snapshot` or after
-//! `install_snapshot`) once the state machine's column families are flushed up to at least
-//! that entry. So after a crash every purged entry is in the flushed state machine, and every
+//! been flushed yet. openraft purges only entries covered by the last snapshot (whether it
+//! purges on its own or, for shard groups, when the replica asks, see [`super::purge`]); a
+//! snapshot's meta is only handed to openraft (from `build_snapshot`, `get_current_snapshot`
+//! or after `install_snapshot`) once `shard_data` is flushed up to at least that entry. So after a crash every purged entry is in the flushed state machine, and every
 //! entry after the flushed header is still in the log. `cluster-tests/tests/purge.rs` checks
 //! it with real processes (purge, SIGKILL, restart, catch-up through a snapshot).
 //!
@@ -40,15 +39,15 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use openraft::alias::SnapshotMetaOf;
-use rocksdb::{Direction, FlushOptions, IteratorMode, ReadOptions, WriteBatch, DB};
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::codec::{decode_io, encode_io};
-use spate_control_plane::raft::db::{group_prefix, read_u64, CF_SHARD_DATA, CF_SHARD_STATE};
+use spate_control_plane::raft::db::{group_prefix, read_u64, CF_SHARD_DATA};
 use spate_control_plane::raft::snapshot::{ChunkStream, SnapshotReader, SNAPSHOT_CHUNK};
 use spate_control_plane::raft::GroupId;
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::store::{record_key, time_key, unlogged, Header, KIND_RECORD, KIND_TIME};
+use super::store::{header_key, record_key, time_key, unlogged, Header, KIND_RECORD, KIND_TIME};
 use super::ShardTypeConfig as C;
 
 /// Key-value bytes per `Pairs` frame.
@@ -205,24 +204,6 @@ pub(super) async fn spawn_stream(
     Ok((h, ChunkStream::new(rx, Some(start_tx))))
 }
 
-/// Flushes the state machine's column families (atomically, waiting for the flush): after
-/// it returns, everything applied before the call survives a crash.
-pub(super) async fn flush_state(db: Arc<DB>) -> io::Result<()> {
-    tokio::task::spawn_blocking(move || {
-        let data = db
-            .cf_handle(CF_SHARD_DATA)
-            .ok_or_else(|| io_err("missing cf shard_data"))?;
-        let state = db
-            .cf_handle(CF_SHARD_STATE)
-            .ok_or_else(|| io_err("missing cf shard_state"))?;
-        let mut fo = FlushOptions::default();
-        fo.set_wait(true);
-        db.flush_cfs_opt(&[&data, &state], &fo).map_err(io_err)
-    })
-    .await
-    .map_err(io_err)?
-}
-
 /// Installs a snapshot payload into `group` (blocking: run it off the async runtime) and
 /// flushes it; returns the new header. See the module doc for why any crash point is safe.
 pub(super) fn install(
@@ -234,9 +215,6 @@ pub(super) fn install(
     let cf = db
         .cf_handle(CF_SHARD_DATA)
         .ok_or_else(|| io_err("missing cf shard_data"))?;
-    let state = db
-        .cf_handle(CF_SHARD_STATE)
-        .ok_or_else(|| io_err("missing cf shard_state"))?;
     let no_wal = unlogged();
     let Some(Frame::Header {
         next_ordinal,
@@ -294,18 +272,16 @@ pub(super) fn install(
     );
     let time_end = first_time_key.unwrap_or_else(|| group_prefix(group + 1).to_vec());
     batch.delete_range_cf(cf, time_key(group, 0, 0).to_vec(), time_end);
-    batch.put_cf(state, prefix, encode_io(&h)?);
+    batch.put_cf(cf, header_key(group), encode_io(&h)?);
     db.write_opt(batch, &no_wal).map_err(io_err)?;
     // Durable before openraft purges the log the snapshot replaces.
-    let data = cf;
-    let mut fo = FlushOptions::default();
-    fo.set_wait(true);
-    db.flush_cfs_opt(&[&data, &state], &fo).map_err(io_err)?;
+    super::checkpoint::flush_data(db)?;
     Ok(h)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::checkpoint::Checkpoints;
     use super::super::store::{ShardStore, StoredRecord};
     use super::*;
     use openraft::storage::RaftStateMachine;
@@ -315,7 +291,6 @@ mod tests {
     /// Writes `ordinals` as records (one time key per record) and a header for `group`.
     fn seed(db: &DB, group: GroupId, ordinals: std::ops::Range<u64>, h: &Header) {
         let cf = db.cf_handle(CF_SHARD_DATA).unwrap();
-        let st = db.cf_handle(CF_SHARD_STATE).unwrap();
         for o in ordinals {
             let rec = StoredRecord {
                 arrival_ms: 1000 + o,
@@ -326,7 +301,7 @@ mod tests {
                 .unwrap();
             db.put_cf(cf, time_key(group, 1000 + o, o), []).unwrap();
         }
-        db.put_cf(st, group_prefix(group), encode_io(h).unwrap())
+        db.put_cf(cf, header_key(group), encode_io(h).unwrap())
             .unwrap();
     }
 
@@ -351,7 +326,8 @@ mod tests {
         // The target is behind: records 1..6000, trim 1.
         seed(&b, 3, 1..6000, &header(300, 6000, 1));
 
-        let mut src = ShardStore::open(a.clone(), 3, 1 << 20).unwrap();
+        let mut src =
+            ShardStore::open(a.clone(), 3, Checkpoints::new(a.clone(), 1 << 20), 1 << 20).unwrap();
         let snap = src.get_current_snapshot().await.unwrap().unwrap();
         assert_eq!(snap.meta.last_log_id.map(|l| l.index), Some(500));
         // Go through the receiver's spool, as a transfer does.
@@ -367,7 +343,8 @@ mod tests {
             "4.8 MB is spooled"
         );
 
-        let mut dst = ShardStore::open(b.clone(), 3, 1 << 20).unwrap();
+        let mut dst =
+            ShardStore::open(b.clone(), 3, Checkpoints::new(b.clone(), 1 << 20), 1 << 20).unwrap();
         dst.install_snapshot(&snap.meta, payload).await.unwrap();
         let p = dst.progress();
         assert_eq!((p.trim_ordinal(), p.next_ordinal()), (5000, 9000));
@@ -390,7 +367,8 @@ mod tests {
         assert!(b.get_cf(cf, record_key(3, 9500)).unwrap().is_none());
         assert_eq!(dst.ordinal_at_time(0).unwrap(), 5000);
         drop(dst);
-        let reopened = ShardStore::open(b.clone(), 3, 1 << 20).unwrap();
+        let reopened =
+            ShardStore::open(b.clone(), 3, Checkpoints::new(b.clone(), 1 << 20), 1 << 20).unwrap();
         assert_eq!(reopened.progress().next_ordinal(), 9000);
     }
 
@@ -399,11 +377,13 @@ mod tests {
         let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let (a, b) = (db::open(da.path()).unwrap(), db::open(dbb.path()).unwrap());
         seed(&a, 4, 1..3000, &header(50, 3000, 1));
-        let mut src = ShardStore::open(a, 4, 1 << 20).unwrap();
+        let mut src =
+            ShardStore::open(a.clone(), 4, Checkpoints::new(a, 1 << 20), 1 << 20).unwrap();
         let snap = src.get_current_snapshot().await.unwrap().unwrap();
         let bytes = snap.snapshot.into_bytes(usize::MAX).await.unwrap();
         let cut = bytes[..bytes.len() - 3].to_vec();
-        let mut dst = ShardStore::open(b, 4, 1 << 20).unwrap();
+        let mut dst =
+            ShardStore::open(b.clone(), 4, Checkpoints::new(b, 1 << 20), 1 << 20).unwrap();
         assert!(dst
             .install_snapshot(&snap.meta, SnapshotData::Bytes(cut))
             .await

@@ -5,8 +5,9 @@
 //! writes the same records under the same keys. Records, the sparse arrival-time index (one
 //! key per appended batch) and the state header are written in one RocksDB batch.
 //!
-//! Keys in `shard_data`: `group · 'r' · ordinal` → record; `group · 't' · arrival_ms ·
-//! ordinal` → (). `shard_state`: `group` → [`Header`].
+//! Keys in `shard_data`: `group · 'h'` → [`Header`]; `group · 'r' · ordinal` → record;
+//! `group · 't' · arrival_ms · ordinal` → (). The header shares the column family with the
+//! records it describes, so any flush of it is a consistent prefix of the state machine.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,12 +22,15 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::codec::{decode_io, encode_io};
-use spate_control_plane::raft::db::{group_prefix, read_u64, CF_SHARD_DATA, CF_SHARD_STATE};
+use spate_control_plane::raft::db::{group_prefix, read_u64, CF_SHARD_DATA};
 use spate_control_plane::raft::{GroupId, SnapshotData};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
+use super::checkpoint::Checkpoints;
+use super::purge::LogMarks;
 use super::{ShardCommand, ShardResponse, ShardTypeConfig as C};
 
+pub(super) const KIND_HEADER: u8 = b'h';
 pub(super) const KIND_RECORD: u8 = b'r';
 pub(super) const KIND_TIME: u8 = b't';
 
@@ -148,8 +152,8 @@ impl Progress {
     }
 }
 
-/// Rough per-entry overhead counted towards the snapshot threshold besides record bytes
-/// (so that many tiny entries also trigger a snapshot).
+/// Rough per-entry overhead counted towards checkpoints besides record bytes (so that many
+/// tiny entries also make one).
 const ENTRY_OVERHEAD: u64 = 64;
 
 /// The state machine of one shard group.
@@ -161,10 +165,31 @@ pub struct ShardStore {
     progress: Arc<Progress>,
     /// Bytes applied since the last snapshot (see [`super::snapshot`]).
     since_snapshot: Arc<AtomicU64>,
-    /// Applied bytes that make the replica ask for a snapshot.
-    snapshot_bytes: u64,
-    /// Notified when `since_snapshot` crosses `snapshot_bytes`.
-    snapshot_wanted: Arc<Notify>,
+    /// The node's checkpoints: applied bytes are counted there, and a snapshot build
+    /// flushes through it.
+    checkpoints: Arc<Checkpoints>,
+    /// Applied bytes per recent entry, to purge the log by bytes (see [`super::purge`]).
+    marks: Arc<std::sync::Mutex<LogMarks>>,
+    /// Record bytes of log kept below a snapshot.
+    keep_bytes: u64,
+    /// Set after every snapshot build: where the log may be purged to.
+    purge_hint: Arc<watch::Sender<Option<PurgeHint>>>,
+}
+
+/// Published after a snapshot build: the replica purges the log from it (see
+/// [`super::purge::purge_upto`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeHint {
+    pub snapshot_index: u64,
+    /// The highest index with at least the kept bytes above it, if any.
+    pub bytes_point: Option<u64>,
+}
+
+pub(super) fn header_key(group: GroupId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&group.to_be_bytes());
+    k[8] = KIND_HEADER;
+    k
 }
 
 pub(super) fn record_key(group: GroupId, ordinal: u64) -> [u8; 17] {
@@ -192,13 +217,19 @@ pub struct ReadRecord {
 }
 
 impl ShardStore {
-    /// Opens the state machine of `group`, loading its persisted header. It asks for a
-    /// snapshot (see [`Self::snapshot_wanted`]) every `snapshot_bytes` applied bytes.
-    pub fn open(db: Arc<DB>, group: GroupId, snapshot_bytes: u64) -> io::Result<Self> {
+    /// Opens the state machine of `group`, loading its persisted header. Its applied bytes
+    /// count towards the node's `checkpoints`; after a snapshot, the newest `keep_bytes` of
+    /// applied records stay in the log.
+    pub fn open(
+        db: Arc<DB>,
+        group: GroupId,
+        checkpoints: Arc<Checkpoints>,
+        keep_bytes: u64,
+    ) -> io::Result<Self> {
         let cf = db
-            .cf_handle(CF_SHARD_STATE)
-            .ok_or_else(|| io_err("missing cf shard_state"))?;
-        let header: Header = match db.get_cf(cf, group_prefix(group)).map_err(io_err)? {
+            .cf_handle(CF_SHARD_DATA)
+            .ok_or_else(|| io_err("missing cf shard_data"))?;
+        let header: Header = match db.get_cf(cf, header_key(group)).map_err(io_err)? {
             Some(b) => decode_io(&b)?,
             None => Header::default(),
         };
@@ -218,15 +249,22 @@ impl ShardStore {
             header: Arc::new(tokio::sync::Mutex::new(header)),
             progress,
             since_snapshot: Arc::new(AtomicU64::new(0)),
-            snapshot_bytes: snapshot_bytes.max(1),
-            snapshot_wanted: Arc::new(Notify::new()),
+            checkpoints,
+            marks: Arc::new(std::sync::Mutex::new(LogMarks::new(keep_bytes))),
+            keep_bytes,
+            purge_hint: Arc::new(watch::Sender::new(None)),
         })
     }
 
-    /// Notified whenever enough was applied since the last snapshot that the replica should
-    /// trigger one (`Raft::trigger().snapshot()`), which lets openraft purge the log.
-    pub fn snapshot_wanted(&self) -> Arc<Notify> {
-        self.snapshot_wanted.clone()
+    /// Changes after every snapshot build (see [`PurgeHint`]).
+    pub fn purge_hints(&self) -> watch::Receiver<Option<PurgeHint>> {
+        self.purge_hint.subscribe()
+    }
+
+    /// Whether anything was applied since the last snapshot (a checkpoint round then asks
+    /// the replica to trigger one, which lets openraft purge the log).
+    pub fn applied_since_snapshot(&self) -> bool {
+        self.since_snapshot.load(Ordering::Relaxed) > 0
     }
 
     /// The current snapshot: its header and the payload, streamed (see
@@ -235,7 +273,7 @@ impl ShardStore {
     async fn current_snapshot(&self) -> io::Result<SnapshotOf<C, SnapshotData>> {
         let (h, rx) =
             super::snapshot::spawn_stream(self.db.clone(), self.group, self.header.clone()).await?;
-        super::snapshot::flush_state(self.db.clone()).await?;
+        self.checkpoints.flush().await?;
         Ok(SnapshotOf::<C, SnapshotData> {
             meta: SnapshotMetaOf::<C> {
                 last_log_id: h.last_applied,
@@ -322,22 +360,22 @@ impl ShardStore {
             .db
             .cf_handle(CF_SHARD_DATA)
             .ok_or_else(|| io_err("missing cf shard_data"))?;
-        let state = self
-            .db
-            .cf_handle(CF_SHARD_STATE)
-            .ok_or_else(|| io_err("missing cf shard_state"))?;
         let mut batch = WriteBatch::default();
+        // The header, records and time index: the whole group prefix.
         batch.delete_range_cf(data, group_prefix(self.group), group_prefix(self.group + 1));
-        batch.delete_cf(state, group_prefix(self.group));
         self.db.write(batch).map_err(io_err)
+    }
+
+    fn lock_marks(&self) -> std::sync::MutexGuard<'_, LogMarks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn put_header(&self, batch: &mut WriteBatch, h: &Header) -> io::Result<()> {
         let cf = self
             .db
-            .cf_handle(CF_SHARD_STATE)
-            .ok_or_else(|| io_err("missing cf shard_state"))?;
-        batch.put_cf(cf, group_prefix(self.group), encode_io(h)?);
+            .cf_handle(CF_SHARD_DATA)
+            .ok_or_else(|| io_err("missing cf shard_data"))?;
+        batch.put_cf(cf, header_key(self.group), encode_io(h)?);
         Ok(())
     }
 }
@@ -349,7 +387,24 @@ impl RaftSnapshotBuilder<C> for ShardStore {
     /// openraft keeps only its meta and purges the log below it.
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
         self.since_snapshot.store(0, Ordering::Relaxed);
-        self.current_snapshot().await
+        // Applied bytes before the snapshot: it covers at least these.
+        let total = self.lock_marks().total();
+        let started = std::time::Instant::now();
+        let snap = self.current_snapshot().await?;
+        tracing::debug!(
+            group = self.group,
+            index = snap.meta.last_log_id.as_ref().map(|l| l.index()),
+            ms = started.elapsed().as_millis() as u64,
+            "shard snapshot built"
+        );
+        if let Some(last) = snap.meta.last_log_id {
+            let bytes_point = self.lock_marks().purge_point(total, self.keep_bytes);
+            self.purge_hint.send_replace(Some(PurgeHint {
+                snapshot_index: last.index(),
+                bytes_point,
+            }));
+        }
+        Ok(snap)
     }
 }
 
@@ -467,23 +522,23 @@ impl RaftStateMachine<C> for ShardStore {
         }
         self.put_header(&mut batch, &h)?;
         // Neither synced nor in the WAL: the Raft log is the durable copy. After a crash the
-        // state machine is whatever the last (atomic, all column families) memtable flush
-        // left, header and records together, and the replica re-applies the rest from the
-        // log; apply is deterministic, so re-applied entries rewrite identical keys.
+        // state machine is whatever the last flush of `shard_data` left — a prefix of its
+        // write batches, so header and records together — and the replica re-applies the
+        // rest from the log; apply is deterministic, so re-applied entries rewrite identical
+        // keys.
         self.db.write_opt(batch, &no_wal).map_err(io_err)?;
         self.progress.publish(&h);
+        let h_last_index = h.last_applied.as_ref().map(|l| l.index());
         drop(h);
         for (r, resp) in responses {
             r.send(resp);
         }
-        // Asked again on every apply past the threshold (one stored permit at most): openraft
-        // drops a trigger that arrives while a snapshot is being built.
-        let since = self
-            .since_snapshot
-            .fetch_add(applied_bytes, Ordering::Relaxed);
-        if since + applied_bytes >= self.snapshot_bytes {
-            self.snapshot_wanted.notify_one();
+        if let Some(last) = h_last_index {
+            self.lock_marks().applied(last, applied_bytes);
         }
+        self.since_snapshot
+            .fetch_add(applied_bytes, Ordering::Relaxed);
+        self.checkpoints.applied(applied_bytes);
         Ok(())
     }
 
