@@ -35,6 +35,8 @@ const ALL_CFS: [&str; 4] = [CF_RAFT_LOG, CF_RAFT_STATE, CF_META_SM, CF_SHARD_DAT
 const BLOB_CFS: [&str; 2] = [CF_RAFT_LOG, CF_SHARD_DATA];
 /// Values at least this large go to blob files in [`BLOB_CFS`].
 const MIN_BLOB_BYTES: u64 = 256;
+/// L0 files of `shard_data` that start a compaction (RocksDB's default is 4).
+const L0_COMPACTION_TRIGGER: i32 = 16;
 /// Write buffer of `raft_log`: larger than the log bytes the node's shard groups keep
 /// unpurged (see the module doc), so that purged entries die in the memtable.
 const LOG_WRITE_BUFFER: usize = 32 << 20;
@@ -93,6 +95,16 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
             // blob file becomes obsolete — and is deleted — once compaction has dropped the
             // keys that point into it.
             cf_opts.set_enable_blob_gc(false);
+        }
+        if *name == CF_SHARD_DATA {
+            // Every checkpoint flush writes an L0 file spanning all groups of the node, so
+            // each L0 compaction overlaps — and rewrites — every retained key (and small
+            // records, kept inline below `MIN_BLOB_BYTES`) of those groups. Compacting after
+            // more L0 files amortises that rewrite over more flushes; the write stall
+            // triggers move up with it.
+            cf_opts.set_level_zero_file_num_compaction_trigger(L0_COMPACTION_TRIGGER);
+            cf_opts.set_level_zero_slowdown_writes_trigger(L0_COMPACTION_TRIGGER * 3);
+            cf_opts.set_level_zero_stop_writes_trigger(L0_COMPACTION_TRIGGER * 5);
         }
         ColumnFamilyDescriptor::new(*name, cf_opts)
     });

@@ -47,6 +47,16 @@ impl ChunkStream {
         Self { rx, start }
     }
 
+    /// A payload that cannot be read: every read fails with `why`. For snapshots whose
+    /// payload is never read (openraft keeps only the meta of a freshly built snapshot and
+    /// asks for the current one when it sends a snapshot), so that building one costs no
+    /// producer.
+    pub fn unreadable(why: &str) -> Self {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(Err(io::Error::other(why.to_string())));
+        Self { rx, start: None }
+    }
+
     fn begin(&mut self) {
         if let Some(s) = self.start.take() {
             let _ = s.send(());

@@ -23,6 +23,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use spate_control_plane::raft::codec::{decode_io, encode_io};
 use spate_control_plane::raft::db::{group_prefix, read_u64, CF_SHARD_DATA};
+use spate_control_plane::raft::snapshot::ChunkStream;
 use spate_control_plane::raft::{GroupId, SnapshotData};
 use tokio::sync::watch;
 
@@ -383,28 +384,40 @@ impl ShardStore {
 impl RaftSnapshotBuilder<C> for ShardStore {
     type SnapshotData = SnapshotData;
 
-    /// Flushes the state machine and returns the (lazily streamed) current snapshot;
-    /// openraft keeps only its meta and purges the log below it.
+    /// Flushes the state machine and returns the snapshot's meta (openraft keeps only the
+    /// meta, and purges the log below it when the replica asks).
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, SnapshotData>, io::Error> {
         self.since_snapshot.store(0, Ordering::Relaxed);
         // Applied bytes before the snapshot: it covers at least these.
         let total = self.lock_marks().total();
         let started = std::time::Instant::now();
-        let snap = self.current_snapshot().await?;
+        // The state the snapshot covers, then a flush that makes it (and more) durable.
+        let h = self.header.lock().await.clone();
+        self.checkpoints.flush().await?;
         tracing::debug!(
             group = self.group,
-            index = snap.meta.last_log_id.as_ref().map(|l| l.index()),
+            index = h.last_applied.as_ref().map(|l| l.index()),
             ms = started.elapsed().as_millis() as u64,
             "shard snapshot built"
         );
-        if let Some(last) = snap.meta.last_log_id {
+        if let Some(last) = h.last_applied {
             let bytes_point = self.lock_marks().purge_point(total, self.keep_bytes);
             self.purge_hint.send_replace(Some(PurgeHint {
                 snapshot_index: last.index(),
                 bytes_point,
             }));
         }
-        Ok(snap)
+        // openraft keeps only the meta of a built snapshot (it calls
+        // `get_current_snapshot` when it sends one), so no payload producer is started.
+        Ok(SnapshotOf::<C, SnapshotData> {
+            meta: SnapshotMetaOf::<C> {
+                last_log_id: h.last_applied,
+                last_membership: h.membership,
+            },
+            snapshot: SnapshotData::Stream(ChunkStream::unreadable(
+                "the payload of a built shard snapshot is not kept; send the current snapshot",
+            )),
+        })
     }
 }
 
