@@ -13,7 +13,7 @@ use tracing_subscriber::EnvFilter;
 /// each time a large block is freed, so the large, short-lived buffers of this server (a
 /// 10 MiB GetRecords answer, a forwarded PutRecords batch, replication messages) end up in
 /// per-thread heap arenas that are rarely returned, and resident memory ratchets up under
-/// load. A fixed threshold keeps every block of 256 KiB or more in its own mapping, returned
+/// load. A fixed threshold keeps every block of 4 MiB or more in its own mapping, returned
 /// to the system when freed; fewer arenas bound the fragmentation of the rest.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
