@@ -52,6 +52,23 @@ def iterator(client, stream, shard, typ, **kw):
     return it
 
 
+# GetRecords allows 5 calls per second per shard (the service's limit, which `spate dev`
+# enforces): these helpers space consecutive calls, so that on a fast server a read loop does
+# not turn into a throttling test (tests/clients/test_settings.py tests throttling itself).
+GET_RECORDS_GAP_SECS = 0.21
+_last_get_records = [0.0]
+
+
+def get_records(client, **kw):
+    wait = _last_get_records[0] + GET_RECORDS_GAP_SECS - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)
+    try:
+        return client.get_records(**kw)
+    finally:
+        _last_get_records[0] = time.monotonic()
+
+
 def read(client, it, want=None, max_calls=30, limit=None):
     """Follow NextShardIterator until `want` records, or (want=None) an empty caught-up page."""
     recs, pages = [], []
@@ -59,7 +76,7 @@ def read(client, it, want=None, max_calls=30, limit=None):
         if it is None:
             break
         kw = {"Limit": limit} if limit else {}
-        r = client.get_records(ShardIterator=it, **kw)
+        r = get_records(client, ShardIterator=it, **kw)
         pages.append(r)
         recs += r["Records"]
         it = r.get("NextShardIterator")
@@ -67,8 +84,6 @@ def read(client, it, want=None, max_calls=30, limit=None):
             break
         if want is None and not r["Records"] and r.get("MillisBehindLatest", 0) == 0:
             break
-        if want is not None and not r["Records"]:
-            time.sleep(0.05)
     return recs, pages, it
 
 
@@ -325,7 +340,7 @@ def test_next_shard_iterator_chaining(kinesis, stream1):
     it = iterator(kinesis, stream1, shard, "TRIM_HORIZON")
     got = []
     for _ in range(30):
-        r = kinesis.get_records(ShardIterator=it, Limit=3)
+        r = get_records(kinesis, ShardIterator=it, Limit=3)
         assert len(r["Records"]) <= 3
         got += [x["Data"] for x in r["Records"]]
         it = r["NextShardIterator"]
@@ -339,7 +354,7 @@ def test_next_shard_iterator_chaining(kinesis, stream1):
     assert [x["Data"] for x in recs] == [b"chain-late"]
     assert pages[-1]["MillisBehindLatest"] >= 0
     # an iterator can be used more than once (it is a position, not a cursor)
-    again = kinesis.get_records(ShardIterator=it)
+    again = get_records(kinesis, ShardIterator=it)
     assert [x["Data"] for x in again["Records"]] == [b"chain-late"]
 
 
