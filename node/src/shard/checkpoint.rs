@@ -84,7 +84,7 @@ impl Checkpoints {
         Ok(())
     }
 
-    /// Flushes done so far (for tests and metrics).
+    /// Flushes started so far (tests check the coalescing with it).
     pub fn flushes(&self) -> u64 {
         self.started.load(Ordering::Acquire)
     }
